@@ -1,0 +1,3 @@
+from litevlm.cli import main
+
+main()

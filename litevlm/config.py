@@ -1,0 +1,228 @@
+"""Configuration: one ``litevlm.toml`` whose sections mirror the packages.
+
+Precedence (highest first): keyword arguments, ``LITEVLM_<SECTION>__<KEY>`` environment
+variables, the TOML file, defaults. Every key has a default, so no file is needed. The
+documented reference file is ``litevlm/litevlm.toml`` (``litevlm config --show`` prints it).
+
+The file is found in this order: ``load_settings(path)``, ``$LITEVLM_CONFIG``,
+``./litevlm.toml``, ``<user config dir>/litevlm.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from litevlm.errors import ConfigError
+
+ENV_PREFIX = "LITEVLM_"
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class VisionConfig(_Section):
+    model: str = "google/paligemma-3b-mix-448"
+    revision: str | None = None
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="name -> adapter directory or hub id"
+    )
+    adapter: str | None = Field(default=None, description="adapter name active by default")
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    num_beams: int = Field(default=1, ge=1, le=16)
+    do_sample: bool = False
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    batch_size: int = Field(default=8, ge=1)
+    local_files_only: bool = False
+
+
+class MeasureConfig(_Section):
+    backend: Literal["classical", "cellpose", "stardist"] = "classical"
+    pixel_size_um: float | None = Field(default=None, gt=0)
+    min_object_area_px: int = Field(default=20, ge=1)
+    exclude_border: bool = True
+    max_pixels: int = Field(default=100_000_000, ge=1)
+
+
+class RetrievalConfig(_Section):
+    backend: Literal["lancedb", "weaviate"] = "lancedb"
+    uri: str | None = Field(default=None, description="LanceDB dir; default <data dir>/lancedb")
+    collection: str = "cases"
+    tenant: str | None = None
+    embedder: str = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    text_embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=32, ge=1)
+    k: int = Field(default=5, ge=1, le=1000)
+    ann_threshold: int = Field(default=50_000, ge=0, description="rows before an ANN index")
+    weaviate_url: str | None = None
+    weaviate_grpc_port: int = 50051
+
+
+class LiteratureConfig(_Section):
+    sources: list[Literal["pubmed", "arxiv", "web", "wikipedia"]] = Field(
+        default_factory=lambda: ["pubmed", "arxiv", "wikipedia", "web"]
+    )
+    max_results: int = Field(default=5, ge=1, le=100)
+    pubmed_base_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+    arxiv_base_url: str = "https://export.arxiv.org/api/query"
+    tavily_base_url: str = "https://api.tavily.com"
+    wikipedia_base_url: str = "https://en.wikipedia.org/w/api.php"
+    email: str | None = Field(default=None, description="sent to NCBI, as E-utilities asks")
+    tool: str = "litevlm"
+    ncbi_api_key: str | None = Field(default=None, description="or env NCBI_API_KEY")
+    tavily_api_key: str | None = Field(default=None, description="or env TAVILY_API_KEY")
+    tavily_topic: Literal["general", "news", "finance"] = "general"
+    tavily_include_domains: list[str] = Field(default_factory=list)
+    tavily_exclude_domains: list[str] = Field(default_factory=list)
+    tavily_rate_per_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=15.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=1.0, ge=0)
+    cache: bool = True
+    cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    max_snippet_chars: int = Field(default=1500, ge=100)
+
+
+class AgentConfig(_Section):
+    chat_model: str | None = Field(
+        default=None, description="init_chat_model string, e.g. openai:gpt-4o-mini; none = rules"
+    )
+    base_url: str | None = Field(default=None, description="OpenAI-compatible server URL")
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    checkpointer: str | None = Field(
+        default=None, description="sqlite path or postgresql:// URL; default <data dir>/threads"
+    )
+    similar_k: int = Field(default=3, ge=0, le=50)
+    literature_max: int = Field(default=3, ge=0, le=50)
+
+
+class UIConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    auth: bool = False
+    users: dict[str, str] = Field(
+        default_factory=dict, description="username -> password (or env LITEVLM_UI__USERS)"
+    )
+    database_url: str | None = Field(default=None, description="default SQLite in data dir")
+    max_upload_mb: int = Field(default=200, ge=1)
+
+
+class FinetuneConfig(_Section):
+    output_dir: str = "runs"
+    seed: int = 42
+
+
+def default_data_dir() -> Path:
+    if env := os.environ.get("LITEVLM_DATA_DIR"):
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("litevlm", appauthor=False))
+
+
+def _default_config_path() -> Path | None:
+    if env := os.environ.get("LITEVLM_CONFIG"):
+        return Path(env).expanduser()
+    local = Path("litevlm.toml")
+    if local.is_file():
+        return local
+    from platformdirs import user_config_dir
+
+    user = Path(user_config_dir("litevlm", appauthor=False)) / "litevlm.toml"
+    return user if user.is_file() else None
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            with open(self.path, "rb") as f:
+                return tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"{self.path}: configuration file not found", "check the path or LITEVLM_CONFIG"
+            ) from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{self.path}: not valid TOML: {e}", "fix the syntax") from e
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    literature: LiteratureConfig = Field(default_factory=LiteratureConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    toml_path: ClassVar[Path | None] = None
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, cls.toml_path))
+
+
+def _describe(err: dict[str, Any], path: Path | None) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    env = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    where = f"environment {env}" if env in os.environ else (str(path) if path else "settings")
+    shown = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else key
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key {shown} (see `litevlm config --show` for the keys)"
+    value = err.get("input")
+    return f"{where}: {shown} = {value!r} is not allowed: {err['msg']}"
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise ``ConfigError`` naming the key, value and rule."""
+    toml_path = Path(path).expanduser() if path else _default_config_path()
+
+    # A subclass carries the path so that no module-level state is mutated.
+    cls = type("Settings", (Settings,), {"toml_path": toml_path})
+    try:
+        return cls(**overrides)
+    except ValidationError as e:
+        lines = [_describe(err, toml_path) for err in e.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None

@@ -1,0 +1,109 @@
+"""Core types shared by every package: one place, imported everywhere.
+
+Pydantic models are the boundary format: the CLI's ``--json``, reports, the agent's state and
+the UI all serialise these. ``LoadedImage`` is the one exception that holds a live PIL image; its
+``identifiers`` never serialise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Modality = Literal[
+    "microscopy", "histology", "fluorescence", "photo", "CT", "MR", "CR", "DX", "US", "XA",
+    "PT", "NM", "MG", "OT", "unknown",
+]  # fmt: skip
+
+SourceKind = Literal[
+    "vision", "measurement", "case", "pubmed", "arxiv", "web", "wikipedia"
+]
+
+
+class LoadedImage(BaseModel):
+    """An image ready for every tool: RGB pixels plus de-identified metadata.
+
+    ``identifiers`` holds patient identifiers from a DICOM header (name, IDs, birth date,
+    accession, institution, ...). It exists only so that outgoing text can be redacted; it is
+    excluded from ``model_dump``/``model_dump_json`` and from ``repr``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    image: Any = Field(exclude=True, repr=False, description="PIL.Image.Image in RGB mode")
+    source_path: Path | None = None
+    modality: str = "unknown"
+    pixel_size_mm: tuple[float, float] | None = Field(
+        default=None, description="(row, column) spacing in millimetres, when known"
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    identifiers: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    # Data in stored units (e.g. HU for CT) for measurement; not serialised.
+    raw: Any = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+class VisionResult(BaseModel):
+    text: str
+    model_id: str
+    adapter: str | None = None
+    prompt: str
+    tokens: int = 0
+    latency_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+
+class Measurement(BaseModel):
+    """What was measured in an image; filled by ``tools.measure``."""
+
+    kind: Literal["cells", "nuclei", "ihc", "he", "radiology"]
+    count: int | None = None
+    units: str = "px"
+    pixel_size_um: float | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+    distributions: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    overlay_path: Path | None = None
+
+
+class SimilarCase(BaseModel):
+    id: str
+    score: float
+    caption: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    image_uri: str | None = None
+
+
+class Source(BaseModel):
+    """One citable thing: a paper, a web page, a similar case, a tool's output."""
+
+    n: int | None = Field(default=None, description="citation number in an answer")
+    kind: SourceKind
+    id: str = Field(description="stable id: PMID, DOI, arXiv id, URL, case id, tool run id")
+    title: str = ""
+    authors: list[str] = Field(default_factory=list)
+    year: int | None = None
+    venue: str | None = None
+    doi: str | None = None
+    url: str | None = None
+    snippet: str = ""
+
+
+class Answer(BaseModel):
+    text: str
+    sources: list[Source] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    thread_id: str | None = None
+
+
+DISCLAIMER = (
+    "Research use only. litevlm is not a medical device and must not be used for diagnosis "
+    "or treatment decisions."
+)

@@ -1,0 +1,29 @@
+"""Fixtures shared across areas. Area-specific fixtures live in tests/<area>_fixtures.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "tests"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests save files a person may want to look at (overlays, screenshots)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Every test gets its own data directory and no user config file."""
+    monkeypatch.setenv("LITEVLM_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.delenv("LITEVLM_CONFIG", raising=False)
