@@ -101,6 +101,12 @@ class Answer(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     thread_id: str | None = None
+    figures: dict[str, Path] = Field(
+        default_factory=dict, description="name -> image file: measurement overlay, heat-map"
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="what produced it: vision model, adapter, chat model"
+    )
 
 
 DISCLAIMER = (
