@@ -32,7 +32,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Grounded vision-language assistant for medical and life-science images.

@@ -17,9 +17,7 @@ Modality = Literal[
     "PT", "NM", "MG", "OT", "unknown",
 ]  # fmt: skip
 
-SourceKind = Literal[
-    "vision", "measurement", "case", "pubmed", "arxiv", "web", "wikipedia"
-]
+SourceKind = Literal["vision", "measurement", "case", "pubmed", "arxiv", "web", "wikipedia"]
 
 
 class LoadedImage(BaseModel):

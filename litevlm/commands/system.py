@@ -1,4 +1,4 @@
-"""``litevlm config``: show the effective configuration. ``doctor`` lives in vision.py."""
+"""``litevlm config`` and ``litevlm inspect``. ``doctor`` lives in vision.py."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from litevlm.commands.common import ConfigOption, settings
+from litevlm.commands.common import ConfigOption, print_json, settings
 
 
 def register(app: typer.Typer) -> None:
     app.command("config")(config_cmd)
+    app.command("inspect")(inspect_cmd)
 
 
 def config_cmd(
@@ -21,5 +22,26 @@ def config_cmd(
     if show:
         typer.echo((Path(__file__).parent.parent / "litevlm.toml").read_text())
         return
-    s = settings(config)
-    typer.echo(s.model_dump_json(indent=2))
+    typer.echo(settings(config).model_dump_json(indent=2))
+
+
+def inspect_cmd(
+    image: Path = typer.Argument(..., help="PNG, JPEG, TIFF, DICOM or NIfTI file"),
+    frame: int | None = typer.Option(None, help="frame of a multi-frame DICOM / TIFF stack"),
+    slice_index: int | None = typer.Option(None, "--slice", help="slice of a NIfTI volume"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Load an image as every tool sees it and print its de-identified metadata."""
+    from tools.images import load_image
+
+    li = load_image(image, frame=frame, slice_index=slice_index)
+    if as_json:
+        print_json(li)
+        return
+    typer.echo(f"{image}: {li.image.width}x{li.image.height} {li.modality}")
+    if li.pixel_size_mm:
+        typer.echo(f"  pixel size: {li.pixel_size_mm[0]:.4g} x {li.pixel_size_mm[1]:.4g} mm")
+    for key, value in li.metadata.items():
+        typer.echo(f"  {key}: {value}")
+    if li.identifiers:
+        typer.echo(f"  ({len(li.identifiers)} identifying header fields withheld)")
