@@ -73,7 +73,7 @@ def test_16bit_png(tmp_path: Path) -> None:
     from skimage import data
 
     p = tmp_path / "cells16.png"
-    Image.fromarray((data.cell().astype(np.uint16) * 250)).save(p)
+    Image.fromarray(data.cell().astype(np.uint16) * 250).save(p)
     li = load_image(p)
     assert li.metadata["bit_depth"] == 16 and np.asarray(li.image).max() == 255
 

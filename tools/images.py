@@ -190,7 +190,7 @@ def _rgb(arr8: np.ndarray):
     if arr8.shape[-1] == 3:
         return Image.fromarray(arr8, mode="RGB")
     if arr8.shape[-1] == 2:  # two-channel fluorescence: red + green
-        pad = np.zeros(arr8.shape[:2] + (1,), np.uint8)
+        pad = np.zeros((*arr8.shape[:2], 1), np.uint8)
         return Image.fromarray(np.concatenate([arr8, pad], axis=-1), mode="RGB")
     return Image.fromarray(arr8[..., 0], mode="L").convert("RGB")
 
