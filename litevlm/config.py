@@ -28,6 +28,8 @@ class _Section(BaseModel):
 
 
 class VisionConfig(_Section):
+    """The vision-language model: any Hugging Face image-text-to-text checkpoint."""
+
     model: str = "google/paligemma-3b-mix-448"
     revision: str | None = None
     quantization: Literal["none", "8bit", "4bit"] = "none"
@@ -51,6 +53,8 @@ class VisionConfig(_Section):
 
 
 class MeasureConfig(_Section):
+    """Classical image measurement (scikit-image)."""
+
     backend: Literal["classical", "cellpose", "stardist"] = "classical"
     pixel_size_um: float | None = Field(default=None, gt=0)
     min_object_area_px: int = Field(default=20, ge=1)
@@ -59,6 +63,8 @@ class MeasureConfig(_Section):
 
 
 class RetrievalConfig(_Section):
+    """Similar-case search: embedder and vector store."""
+
     backend: Literal["lancedb", "weaviate"] = "lancedb"
     uri: str | None = Field(default=None, description="LanceDB dir; default <data dir>/lancedb")
     collection: str = "cases"
@@ -74,6 +80,8 @@ class RetrievalConfig(_Section):
 
 
 class LiteratureConfig(_Section):
+    """PubMed, arXiv, Tavily web search and Wikipedia."""
+
     sources: list[Literal["pubmed", "arxiv", "web", "wikipedia"]] = Field(
         default_factory=lambda: ["pubmed", "arxiv", "wikipedia", "web"]
     )
@@ -90,15 +98,29 @@ class LiteratureConfig(_Section):
     tavily_include_domains: list[str] = Field(default_factory=list)
     tavily_exclude_domains: list[str] = Field(default_factory=list)
     tavily_rate_per_s: float = Field(default=1.0, gt=0)
+    tavily_search_depth: Literal["basic", "advanced"] = "basic"
+    ncbi_rate_per_s: float | None = Field(
+        default=None, gt=0, description="default 3/s, 10/s with a key; never above NCBI's limit"
+    )
+    arxiv_delay_s: float = Field(
+        default=3.0, ge=0, description="seconds between arXiv calls; never below 3 for arxiv.org"
+    )
+    wikipedia_rate_per_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=15.0, gt=0)
     retries: int = Field(default=3, ge=0, le=10)
     backoff_s: float = Field(default=1.0, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0, description="a longer Retry-After makes the source unavailable"
+    )
     cache: bool = True
     cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
     max_snippet_chars: int = Field(default=1500, ge=100)
 
 
 class AgentConfig(_Section):
+    """The LangGraph agent and its optional chat model."""
+
     chat_model: str | None = Field(
         default=None, description="init_chat_model string, e.g. openai:gpt-4o-mini; none = rules"
     )
@@ -113,6 +135,8 @@ class AgentConfig(_Section):
 
 
 class UIConfig(_Section):
+    """The Chainlit web app."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     auth: bool = False
@@ -121,9 +145,15 @@ class UIConfig(_Section):
     )
     database_url: str | None = Field(default=None, description="default SQLite in data dir")
     max_upload_mb: int = Field(default=200, ge=1)
+    assistant: str = Field(
+        default="agent.assistant:Assistant",
+        description="module:Class answering the chat (a Settings -> Assistant-like class)",
+    )
 
 
 class FinetuneConfig(_Section):
+    """Defaults for `litevlm finetune` (a run's own YAML overrides them)."""
+
     output_dir: str = "runs"
     seed: int = 42
 
@@ -226,3 +256,73 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as e:
         lines = [_describe(err, toml_path) for err in e.errors()]
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def reference_toml() -> str:
+    """The documented reference configuration: every key, its default and what it means.
+
+    Generated from the models above so that it cannot drift; ``litevlm.toml`` at the top of the
+    repository is this text (a test keeps them equal).
+    """
+    lines = [
+        "# litevlm.toml - reference configuration. Every key shows its default; delete what you",
+        "# do not change. Each key can be overridden from the environment as",
+        "# LITEVLM_<SECTION>__<KEY>, e.g. LITEVLM_VISION__QUANTIZATION=4bit.",
+        "# Lists and tables in the environment are JSON: LITEVLM_LITERATURE__SOURCES='[\"pubmed\"]'.",
+        "",
+        "# Where stores, caches and threads live (env LITEVLM_DATA_DIR; default: the platform's",
+        "# user data directory).",
+        '# data_dir = "~/.local/share/litevlm"',
+    ]
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, _Section)):
+            continue
+        lines += ["", f"[{name}]"]
+        if section.__doc__:
+            lines += [f"# {line.strip()}" for line in section.__doc__.strip().splitlines()]
+        for key, f in section.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            allowed = _allowed(f.annotation)
+            note = f.description or ""
+            if allowed:
+                note = f"{note}; one of {allowed}" if note else f"one of {allowed}"
+            if note:
+                lines.append(f"# {note}")
+            if default is None:
+                lines.append(f"# {key} =")
+            else:
+                lines.append(f"{key} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _allowed(annotation: Any) -> str:
+    from typing import get_args, get_origin
+
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return ", ".join(repr(a) for a in args)
+    for arg in args:
+        if get_origin(arg) is Literal:
+            return ", ".join(repr(a) for a in get_args(arg))
+    return ""

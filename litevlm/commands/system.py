@@ -20,7 +20,9 @@ def config_cmd(
 ) -> None:
     """Validate and print the effective configuration (or the documented reference)."""
     if show:
-        typer.echo((Path(__file__).parent.parent / "litevlm.toml").read_text())
+        from litevlm.config import reference_toml
+
+        typer.echo(reference_toml(), nl=False)
         return
     typer.echo(settings(config).model_dump_json(indent=2))
 
