@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: venv
 	$(BIN)/python examples/make_examples.py
+	$(BIN)/litevlm index examples/images
 	$(BIN)/litevlm report examples/images --questions examples/questions.yaml --out $(OUT)
 	@echo "report: $(OUT)/report.html"
 

@@ -60,6 +60,29 @@ class MeasureConfig(_Section):
     min_object_area_px: int = Field(default=20, ge=1)
     exclude_border: bool = True
     max_pixels: int = Field(default=100_000_000, ge=1)
+    object_polarity: Literal["auto", "bright", "dark"] = Field(
+        default="auto", description="bright objects on dark (fluorescence) or dark on bright"
+    )
+    smooth_sigma: float = Field(default=1.0, ge=0, description="Gaussian pre-smoothing, px")
+    threshold_method: Literal["otsu", "li", "triangle", "yen"] = "otsu"
+    split_touching: bool = True
+    split_h_fraction: float = Field(
+        default=0.05, gt=0, le=1, description="neck depth needed to split, x typical radius"
+    )
+    background_tile_px: int | None = Field(
+        default=None, ge=8, description="tile for the illumination estimate; default size/8"
+    )
+    dab_threshold: float = Field(default=0.04, gt=0, description="DAB OD (rgb2hed) for positive")
+    dab_bins: list[float] = Field(
+        default_factory=lambda: [0.04, 0.08, 0.15],
+        min_length=3,
+        max_length=3,
+        description="DAB OD lower edges of 1+, 2+, 3+ (H-score)",
+    )
+    cell_expansion_px: int = Field(
+        default=3, ge=0, description="ring around a nucleus read as its cell (IHC)"
+    )
+    max_objects_listed: int = Field(default=5000, ge=0)
 
 
 class RetrievalConfig(_Section):
@@ -75,8 +98,14 @@ class RetrievalConfig(_Section):
     batch_size: int = Field(default=32, ge=1)
     k: int = Field(default=5, ge=1, le=1000)
     ann_threshold: int = Field(default=50_000, ge=0, description="rows before an ANN index")
-    weaviate_url: str | None = None
+    weaviate_url: str | None = Field(default=None, description="or env WEAVIATE_URL")
     weaviate_grpc_port: int = 50051
+    fallback_embedder: str | None = Field(
+        default="classical:color-texture-v1",
+        description="image embedder used, with a warning, when `embedder` cannot load "
+        "(no weights offline); results name it. Empty = fail instead",
+    )
+    hybrid: bool = Field(default=True, description="text queries: keyword + vector on captions")
 
 
 class LiteratureConfig(_Section):

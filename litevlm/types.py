@@ -68,6 +68,9 @@ class Measurement(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     overlay_path: Path | None = None
+    objects: list[dict[str, Any]] = Field(
+        default_factory=list, description="per-object table; ids match the overlay numbers"
+    )
 
 
 class SimilarCase(BaseModel):
@@ -76,6 +79,8 @@ class SimilarCase(BaseModel):
     caption: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
     image_uri: str | None = None
+    embedder: str = Field(default="", description="model whose vectors produced the score")
+    match: str = Field(default="", description="image, text, hybrid or a fusion like image+text")
 
 
 class Source(BaseModel):

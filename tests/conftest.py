@@ -22,6 +22,18 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@pytest.fixture(scope="session")
+def tiny_paligemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a tiny random PaliGemma (model, trained tokenizer, processor), seed 0.
+
+    Loads with the real code: ``AutoModelForImageTextToText`` / ``AutoProcessor``
+    ``.from_pretrained(dir)`` or ``tools.vision.VisionModel(model=str(dir))``.
+    """
+    from tools.tiny_models import build_tiny_paligemma
+
+    return build_tiny_paligemma(tmp_path_factory.mktemp("tiny_paligemma"), seed=0)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Every test gets its own data directory and no user config file."""

@@ -1,0 +1,388 @@
+"""The assistant: one object the CLI, the report and the UI talk to.
+
+``Assistant(settings)`` compiles the graph with a checkpointer (SQLite file in the data
+directory by default, PostgreSQL by URL), loads tools on first use and keeps them for later
+turns. ``ask`` runs one turn; ``astream`` runs the same turn and yields step, token and answer
+events as they happen. Threads are resumed by id, also from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from litevlm.config import Settings
+from litevlm.errors import ConfigError, ImageLoadError
+from litevlm.types import Answer
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from agent.tools import Toolbox
+
+TOOL_NODES = ("vision", "measure", "similar", "literature")
+DURABILITY = "exit"  # checkpoint once per turn (LangGraph's default writes after every step)
+
+
+class TurnOptions(BaseModel):
+    """Per-turn choices; None means "as configured"."""
+
+    sources: list[str] | None = None  # literature providers for this turn
+    similar_k: int | None = None
+    vision_model: str | None = None
+    adapter: str | None = None
+    quantization: str | None = None
+
+
+class AgentEvent(BaseModel):
+    """One streamed event: a step starting or ending, a token, the answer, an error."""
+
+    type: Literal["step_start", "step_end", "token", "answer", "error"]
+    name: str = ""  # node: route, vision, measure, similar, literature, synthesise, verify
+    input: dict[str, Any] | None = None
+    output: Any = None  # short JSON-able summary
+    elapsed_s: float | None = None
+    text: str = ""  # for token and error events
+    answer: Answer | None = None  # for the final event
+
+
+def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
+    """(checkpointer, connection): SQLite file by default, PostgreSQL for a postgresql:// URL."""
+    uri = settings.agent.checkpointer
+    if uri and uri.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver
+            from psycopg import Connection
+            from psycopg.rows import dict_row
+        except ImportError as e:
+            raise ConfigError(
+                "[agent] checkpointer is a PostgreSQL URL but the driver is not installed",
+                "pip install 'litevlm[postgres]'",
+            ) from e
+        conn = Connection.connect(uri, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        saver = PostgresSaver(conn)
+        saver.setup()
+        return saver, conn
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    if uri == ":memory:":
+        path = ":memory:"
+    else:
+        p = Path(uri).expanduser() if uri else settings.data_dir / "threads" / "threads.sqlite"
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"[agent] checkpointer = {str(p)!r}: cannot create its folder ({e})",
+                "set [agent] checkpointer to a writable path",
+            ) from e
+        path = str(p)
+    # Tool nodes run in worker threads; SqliteSaver serialises access with its own lock.
+    conn = sqlite3.connect(path, check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver, conn
+
+
+class Assistant:
+    """Grounded question answering about images, with threads that persist."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        chat_model: BaseChatModel | None = None,
+        toolbox: Toolbox | None = None,
+        checkpointer: Any = None,
+    ) -> None:
+        self.settings = settings
+        self._chat_model = chat_model
+        self._chat_loaded = chat_model is not None
+        self._toolbox = toolbox
+        self._checkpointer = checkpointer
+        self._conn: Any = None
+        self._graph: Any = None
+        self._lock = threading.Lock()
+
+    # -- lazily built parts ---------------------------------------------------------------
+    @property
+    def toolbox(self) -> Toolbox:
+        if self._toolbox is None:
+            from agent.tools import Toolbox
+
+            self._toolbox = Toolbox(self.settings)
+        return self._toolbox
+
+    @property
+    def chat_model(self) -> BaseChatModel | None:
+        if not self._chat_loaded:
+            from agent.context import load_chat_model
+
+            self._chat_model = load_chat_model(self.settings.agent)
+            self._chat_loaded = True
+        return self._chat_model
+
+    @property
+    def chat_model_name(self) -> str:
+        if self.chat_model is None:
+            return "rules"
+        return self.settings.agent.chat_model or type(self.chat_model).__name__
+
+    @property
+    def graph(self) -> Any:
+        with self._lock:
+            if self._graph is None:
+                from agent.graph import build_graph
+
+                if self._checkpointer is None:
+                    self._checkpointer, self._conn = open_checkpointer(self.settings)
+                self._graph = build_graph(self._checkpointer)
+        return self._graph
+
+    def close(self) -> None:
+        if self._toolbox is not None:
+            self._toolbox.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._graph = None
+            self._checkpointer = None
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one turn -------------------------------------------------------------------------
+    def _prepare(
+        self,
+        question: str,
+        images: Sequence[str | Path],
+        thread_id: str | None,
+        options: TurnOptions | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        from langchain_core.messages import HumanMessage
+
+        from agent.context import Context
+        from agent.tools import image_id
+
+        if not question.strip() and not images:
+            raise ConfigError("empty question", "ask something, or attach an image")
+        opts = options or TurnOptions()
+        records = []
+        for path in images:
+            p = Path(path)
+            loaded = self.toolbox.load(p)  # raises ImageLoadError naming the file
+            if not p.is_file():
+                raise ImageLoadError(p, "not a file")
+            records.append(
+                {
+                    "id": image_id(p),
+                    "path": str(p.resolve()),
+                    "name": p.name,
+                    "modality": loaded.modality,
+                    "metadata": _plain(loaded.metadata),
+                    "pixel_size_mm": list(loaded.pixel_size_mm) if loaded.pixel_size_mm else None,
+                }
+            )
+        agent_cfg = self.settings.agent
+        ctx = Context(
+            toolbox=self.toolbox,
+            chat_model=self.chat_model,
+            chat_model_name=self.chat_model_name,
+            similar_k=agent_cfg.similar_k if opts.similar_k is None else opts.similar_k,
+            literature_sources=opts.sources,
+            literature_max=agent_cfg.literature_max,
+            vision_model=opts.vision_model,
+            adapter=opts.adapter,
+            quantization=opts.quantization,
+        )
+        thread = thread_id or uuid.uuid4().hex[:12]
+        inputs = {
+            "question": question.strip() or "Describe this image.",
+            "new_images": records,
+            "messages": [HumanMessage(question.strip() or "Describe this image.")],
+        }
+        config = {"configurable": {"thread_id": thread}}
+        return inputs, config, ctx
+
+    def ask(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        options: TurnOptions | None = None,
+    ) -> Answer:
+        t0 = time.perf_counter()
+        inputs, config, ctx = self._prepare(question, images, thread_id, options)
+        # One checkpoint write per turn, at its end: a crash mid-turn loses that turn only, and
+        # the turn costs a quarter of the per-step writes (see benchmarks/agent.py).
+        out = self.graph.invoke(inputs, config=config, context=ctx, durability=DURABILITY)
+        return self._answer(out, config, t0)
+
+    def _answer(self, out: dict[str, Any], config: dict[str, Any], t0: float) -> Answer:
+        answer = Answer.model_validate(out["answer"])
+        answer.thread_id = config["configurable"]["thread_id"]
+        answer.timings["total"] = time.perf_counter() - t0
+        return answer
+
+    def stream(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        options: TurnOptions | None = None,
+    ) -> Iterator[AgentEvent]:
+        """The events of one turn, synchronously (``astream`` wraps this)."""
+        t0 = time.perf_counter()
+        try:
+            inputs, config, ctx = self._prepare(question, images, thread_id, options)
+        except Exception as e:
+            yield AgentEvent(type="error", name="input", text=str(e))
+            return
+        started: dict[str, float] = {}
+        final: dict[str, Any] | None = None
+        try:
+            for mode, chunk in self.graph.stream(
+                inputs,
+                config=config,
+                context=ctx,
+                stream_mode=["tasks", "messages", "values"],
+                durability=DURABILITY,
+            ):
+                if mode == "tasks":
+                    if "result" not in chunk and "error" not in chunk:
+                        started[chunk["id"]] = time.perf_counter()
+                        yield AgentEvent(
+                            type="step_start",
+                            name=chunk["name"],
+                            input=_summarise_input(chunk["name"], chunk.get("input")),
+                        )
+                    else:
+                        t = started.pop(chunk["id"], None)
+                        err = chunk.get("error")
+                        yield AgentEvent(
+                            type="step_end" if not err else "error",
+                            name=chunk["name"],
+                            output=_summarise_output(chunk["name"], chunk.get("result")),
+                            elapsed_s=(time.perf_counter() - t) if t else None,
+                            text=str(err) if err else "",
+                        )
+                elif mode == "messages":
+                    message, meta = chunk
+                    text = getattr(message, "content", "")
+                    if (
+                        meta.get("langgraph_node") == "synthesise"
+                        and isinstance(text, str)
+                        and text
+                    ):
+                        yield AgentEvent(type="token", name="synthesise", text=text)
+                elif mode == "values":
+                    final = chunk
+        except Exception as e:
+            yield AgentEvent(type="error", name="agent", text=f"{type(e).__name__}: {e}")
+            return
+        if final and final.get("answer"):
+            answer = self._answer(final, config, t0)
+            if ctx.chat_model is None:
+                # The rule-based answer is not generated token by token; stream it per line.
+                for line in answer.text.splitlines(keepends=True):
+                    yield AgentEvent(type="token", name="verify", text=line)
+            yield AgentEvent(type="answer", name="verify", answer=answer)
+
+    async def astream(
+        self,
+        question: str,
+        images: Sequence[str | Path] = (),
+        thread_id: str | None = None,
+        options: TurnOptions | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """Stream a turn's events to an asyncio caller (the UI); the graph runs in a thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                for event in self.stream(question, images, thread_id, options):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        task = loop.run_in_executor(None, produce)
+        while (event := await queue.get()) is not None:
+            yield event
+        await task
+
+    # -- threads --------------------------------------------------------------------------
+    def thread_state(self, thread_id: str) -> dict[str, Any]:
+        """The thread's checkpointed state: images, tool results, messages (empty if new)."""
+        snap = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        return dict(snap.values or {})
+
+    def thread_exists(self, thread_id: str) -> bool:
+        return bool(self.thread_state(thread_id))
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able copy of metadata (DICOM values may be exotic types)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return str(obj)
+
+
+def _summarise_input(name: str, payload: Any) -> dict[str, Any] | None:
+    if not isinstance(payload, dict):
+        return None
+    if name in TOOL_NODES and "item" in payload:
+        item = payload["item"]
+        img = payload.get("image") or {}
+        args = {k: v for k, v in item["args"].items() if v is not None}
+        return {"image": img.get("name"), **args}
+    if name == "route":
+        return {"question": payload.get("question")}
+    return None
+
+
+def _summarise_output(name: str, result: Any) -> Any:
+    if not isinstance(result, dict):
+        return None
+    if name in TOOL_NODES:
+        records = list((result.get("results") or {}).values())
+        if not records:
+            return None
+        rec = records[0]
+        if rec.get("error"):
+            return {"error": rec["error"]}
+        out = rec.get("output") or {}
+        if name == "vision":
+            return {"text": out.get("text"), "model": out.get("model_id")}
+        if name == "measure":
+            from agent.tools import measurement_summary
+
+            return {"summary": measurement_summary(out), "overlay": out.get("overlay_path")}
+        if name == "similar":
+            return {"cases": [c.get("id") for c in out.get("cases", [])]}
+        return {
+            "papers": [s.get("title") for s in out.get("sources", [])],
+            "unavailable": out.get("unavailable"),
+        }
+    if name == "route":
+        plan = result.get("plan") or []
+        return {"plan": [p["tool"] for p in plan], "reused": len(result.get("reused") or [])}
+    if name == "verify":
+        ans = result.get("answer") or {}
+        return {"sources": len(ans.get("sources") or []), "warnings": ans.get("warnings")}
+    return None

@@ -1,0 +1,80 @@
+"""Run-scoped context handed to every node (LangGraph's runtime context), and the chat model.
+
+The context carries live objects that must not go into a checkpoint: the toolbox (loaded
+vision model, retriever), the chat model, and this turn's options. The thread's state (what
+was asked, what the tools returned) is in ``agent.state`` and is checkpointed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from litevlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from agent.tools import Toolbox
+    from litevlm.config import AgentConfig
+
+
+@dataclass
+class Context:
+    """What a node may use besides the state. Built by the assistant for every turn."""
+
+    toolbox: Toolbox
+    chat_model: BaseChatModel | None = None  # None: rule-based routing, extractive answer
+    chat_model_name: str = "rules"
+    similar_k: int = 3
+    literature_sources: list[str] | None = None  # None: the [literature] section's sources
+    literature_max: int = 3
+    vision_model: str | None = None  # None: the [vision] section's model
+    adapter: str | None = None
+    quantization: str | None = None
+    history_messages: int = 6  # earlier messages the chat model sees
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_chat_model(config: AgentConfig) -> BaseChatModel | None:
+    """The configured LangChain chat model, or None for the deterministic mode.
+
+    ``chat_model`` is an ``init_chat_model`` string (``openai:gpt-4o-mini``,
+    ``ollama:qwen2.5``, ``anthropic:...``). With ``base_url`` set, the model is served by an
+    OpenAI-compatible server (vLLM, llama.cpp, LM Studio): the provider defaults to ``openai``
+    and the API key comes from ``api_key_env`` (local servers accept any key).
+    """
+    name = config.chat_model
+    if not name or name.lower() in {"none", "rules"}:
+        if not config.base_url:
+            return None
+        raise ConfigError(
+            "[agent] base_url is set but chat_model is not",
+            "set [agent] chat_model to the served model's name, e.g. 'openai:qwen2.5-7b'",
+        )
+    from langchain.chat_models import init_chat_model
+
+    kwargs: dict[str, Any] = {"temperature": config.temperature}
+    if config.base_url:
+        if ":" not in name:
+            name = f"openai:{name}"
+        kwargs["base_url"] = config.base_url
+        kwargs["api_key"] = os.environ.get(config.api_key_env) or "not-needed"
+    try:
+        return init_chat_model(name, **kwargs)
+    except ImportError as e:
+        raise ConfigError(
+            f"[agent] chat_model = {config.chat_model!r}: the provider's package is missing ({e})",
+            "install it, e.g. pip install 'litevlm[openai]' or 'litevlm[ollama]'",
+        ) from e
+    except ValueError as e:
+        raise ConfigError(
+            f"[agent] chat_model = {config.chat_model!r}: {e}",
+            "use an init_chat_model string such as 'openai:gpt-4o-mini' or 'ollama:qwen2.5'",
+        ) from e
+    except Exception as e:  # provider clients raise their own types, e.g. for a missing key
+        raise ConfigError(
+            f"[agent] chat_model = {config.chat_model!r} could not be created: {e}",
+            "set the provider's API key in the environment, or unset chat_model for rules",
+        ) from e

@@ -1,0 +1,209 @@
+"""tools.explain: array maths, planted attention on the tiny PaliGemma, overlays on real images.
+
+The planted tests register a custom attention function through transformers' public
+``AttentionInterface`` that computes eager attention and then overwrites the weights with a
+chosen pattern (text queries -> one image patch; in the vision tower every patch -> one patch),
+so the whole path (model forward, output_attentions, our aggregation) is exercised and the
+right answer is known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from litevlm.errors import LiteVLMError
+from tools import explain
+
+# ----- pure functions -----
+
+
+def _random_attn(rng, layers, heads, n):
+    a = rng.random((layers, 1, heads, n, n))
+    return list(a / a.sum(-1, keepdims=True))
+
+
+def test_rollout_rows_sum_to_one_and_identity():
+    rng = np.random.default_rng(0)
+    r = explain.attention_rollout(_random_attn(rng, 3, 2, 16))
+    assert r.shape == (16, 16)
+    np.testing.assert_allclose(r.sum(-1), 1.0, atol=1e-9)
+    assert (r >= 0).all()
+    eye = [np.eye(5)[None, None].repeat(2, 1)] * 3
+    np.testing.assert_allclose(explain.attention_rollout(eye), np.eye(5), atol=1e-12)
+    with pytest.raises(ValueError):
+        explain.attention_rollout([], 0.5)
+
+
+def test_rollout_follows_planted_sink():
+    # Every token attends to token 3 in every layer: rollout rows concentrate on column 3.
+    n = 9
+    a = np.zeros((1, 2, n, n))
+    a[..., 3] = 1.0
+    r = explain.attention_rollout([a, a, a], residual=0.5)
+    assert (r.argmax(-1) == 3).all()
+    assert r[0, 3] == pytest.approx(1 - 0.5**3)
+
+
+def test_text_to_image_attention_planted_tensor():
+    # 4 image tokens then 3 text tokens; text queries look at image token 2 (head 0) or 1 (head 1)
+    seq, img = 7, [0, 1, 2, 3]
+    a = np.full((1, 2, seq, seq), 0.01)
+    a[0, 0, 4:, 2] = 1.0
+    a[0, 1, 4:, 1] = 1.0
+    per_head = explain.text_to_image_attention([a, a], img, [4, 5, 6])
+    assert per_head.shape == (2, 2, 4)
+    np.testing.assert_allclose(per_head.sum(-1), 1.0)
+    assert per_head[:, 0].argmax(-1).tolist() == [2, 2]
+    assert explain.aggregate_heads(per_head, heads=[1]).argmax() == 1
+    w = explain.aggregate_heads(per_head)
+    assert w.sum() == pytest.approx(1.0) and set(np.argsort(w)[-2:]) == {1, 2}
+
+
+def test_grid_upsample_and_overlay():
+    from PIL import Image
+
+    grid = explain.patch_grid(np.arange(16, dtype=float))
+    assert grid.shape == (4, 4)
+    heat = explain.upsample(grid, (50, 30))
+    assert heat.shape == (30, 50) and heat.min() == 0.0 and heat.max() == pytest.approx(1.0)
+    img = Image.new("RGB", (50, 30), "white")
+    over = explain.render_overlay(img, heat)
+    assert over.size == (50, 30) and over.mode == "RGB"
+    with pytest.raises(ValueError, match="square"):
+        explain.patch_grid(np.ones(15))
+
+
+# ----- the tiny PaliGemma -----
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_paligemma):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_paligemma, attn_implementation="eager")
+    return model.eval(), AutoProcessor.from_pretrained(tiny_paligemma)
+
+
+def _planted(target: int, from_index: int):
+    """Eager attention whose rows >= from_index attend only to key ``target``."""
+    import torch
+    from transformers.models.gemma.modeling_gemma import repeat_kv
+
+    def fn(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        groups = getattr(module, "num_key_value_groups", 1)
+        value = repeat_kv(value, groups)
+        q_len, k_len = query.shape[-2], value.shape[-2]
+        w = torch.zeros(*query.shape[:2], q_len, k_len, dtype=query.dtype)
+        w[..., :, target] = 1.0
+        offset = k_len - q_len  # queries are the last q_len positions
+        keep = torch.arange(q_len) + offset < from_index
+        if keep.any():  # rows before from_index: uniform over what they may see
+            w[..., keep, :] = 1.0 / k_len
+        return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+    return fn
+
+
+def _plant(model, **impls):
+    from transformers import AttentionInterface
+
+    names = {}
+    for sub, (target, from_index) in impls.items():
+        name = f"litevlm_test_{sub}_{target}_{from_index}"
+        AttentionInterface.register(name, _planted(target, from_index))
+        names[sub] = name
+    model.set_attn_implementation(names)
+
+
+def _restore(model):
+    model.set_attn_implementation("eager")
+
+
+def test_raw_map_highlights_planted_patch(tiny):
+    from PIL import Image
+
+    model, processor = tiny
+    n_img = processor.image_seq_length
+    side = round(n_img**0.5)
+    target = 2 * side + 5
+    _plant(model, text_config=(target, n_img))
+    try:
+        m = explain.attention_map(tiny, Image.new("RGB", (48, 40), "grey"), "what is here?")
+    finally:
+        _restore(model)
+    assert m.method == "raw"
+    assert m.peak() == (2, 5)
+    assert m.heatmap.shape == (40, 48)
+    assert m.heatmap.min() >= 0.0 and m.heatmap.max() == pytest.approx(1.0)
+    assert m.grid.sum() == pytest.approx(1.0)
+    n_layers = model.config.text_config.num_hidden_layers
+    n_heads = model.config.text_config.num_attention_heads
+    assert m.per_head.shape == (n_layers, n_heads, side, side)
+
+
+def test_rollout_map_follows_planted_vision_attention(tiny):
+    from PIL import Image
+
+    model, processor = tiny
+    n_img = processor.image_seq_length
+    side = round(n_img**0.5)
+    # Text looks at patch 0; inside SigLIP every patch attends to patch side*side-1: the rollout
+    # moves the mass there, the raw map does not.
+    sink = n_img - 1
+    _plant(model, text_config=(0, n_img), vision_config=(sink, 0))
+    try:
+        img = Image.new("RGB", (32, 32), "black")
+        raw = explain.attention_map(tiny, img, "where?", method="raw")
+        roll = explain.attention_map(tiny, img, "where?", method="rollout")
+    finally:
+        _restore(model)
+    assert raw.peak() == (0, 0)
+    assert roll.peak() == (side - 1, side - 1)
+    np.testing.assert_allclose(roll.rollout.sum(-1), 1.0, atol=1e-5)
+    assert roll.grid.sum() == pytest.approx(1.0)
+
+
+def test_overlays_for_real_sample_images(tiny, artifacts_dir):
+    import pydicom.data
+    from skimage import data
+
+    from tools.images import load_image
+
+    cell = data.cell()
+    dicom = load_image(pydicom.data.get_testdata_file("CT_small.dcm"))
+    for name, image, method in (("cell", cell, "raw"), ("ct_small", dicom, "rollout")):
+        if isinstance(image, np.ndarray):
+            from PIL import Image
+
+            image = Image.fromarray(image)
+        m = explain.attention_map(tiny, image, "what is shown?", method=method, max_new_tokens=4)
+        path = m.save_overlay(artifacts_dir / f"explain_{name}_{method}.png")
+        assert path.is_file()
+        from PIL import Image
+
+        with Image.open(path) as written:
+            assert written.size == m.image.size
+        assert m.heatmap.shape == (m.image.size[1], m.image.size[0])
+
+
+def test_vision_model_with_sdpa_is_switched_to_eager_and_back(tiny_paligemma):
+    from PIL import Image
+
+    from tools.vision import VisionModel
+
+    vm = VisionModel(model=str(tiny_paligemma), attn_implementation="sdpa", max_new_tokens=2)
+    m = explain.attention_map(vm, Image.new("RGB", (32, 32)), "how many cells?", max_new_tokens=2)
+    assert np.isfinite(m.grid).all() and m.grid.sum() == pytest.approx(1.0)
+    assert vm.model.config._attn_implementation == "sdpa"
+    # same answer as the plain path: the map explains what the model actually says
+    assert m.answer == vm.answer(Image.new("RGB", (32, 32)), "how many cells?").text
+
+
+def test_bad_inputs(tiny):
+    with pytest.raises(LiteVLMError, match="method"):
+        explain.attention_map(tiny, None, "q", method="gradcam")
+    with pytest.raises(LiteVLMError, match="attention map"):
+        explain.attention_map(tiny, 42, "q")
+    with pytest.raises(LiteVLMError, match=r"\.model"):
+        explain.attention_map(object(), None, "q")

@@ -1,0 +1,263 @@
+"""The UI's parts that need no browser: persistence on SQLite, feedback export (CLI), auth,
+rendering of sources and metadata, the runtime folder. The browser tests are test_ui_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Importing chainlit writes .chainlit/ and .files/ into its app root: not the repository.
+os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="litevlm-ui-"))
+
+from litevlm.config import load_settings
+from litevlm.errors import ConfigError
+from litevlm.types import Source
+from ui import auth, render
+from ui.data_layer import LiteVLMDataLayer, database_url
+from ui.feedback import read_feedback
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def _fill(layer: LiteVLMDataLayer) -> dict[str, str]:
+    """A user, a thread with a question, a run and a rated answer, as Chainlit writes them."""
+    from chainlit.context import init_http_context
+    from chainlit.types import Feedback
+    from chainlit.user import User
+
+    init_http_context()  # the layer's writes look at the (HTTP) session
+    await layer.create_schema()
+    await layer.create_schema()  # idempotent: every start runs it
+    user = await layer.create_user(User(identifier="alice", metadata={"provider": "password"}))
+    thread = "t-1"
+    await layer.update_thread(thread, name="How many cells?", user_id=user.id, tags=["a", "b"])
+    await layer.update_thread(thread, metadata={"images": [{"n": 1, "name": "cell.png"}]})
+    base = {"threadId": thread, "streaming": False, "createdAt": "2026-01-01T00:00:00Z"}
+    await layer.create_step(
+        {**base, "id": "q", "name": "alice", "type": "user_message", "output": "How many cells?"}
+    )
+    await layer.create_step({**base, "id": "run", "name": "on_message", "type": "run"})
+    models = {"vision": "google/paligemma-3b-mix-448", "adapter": "pathvqa", "chat": "rules"}
+    await layer.create_step(
+        {
+            **base,
+            "id": "a",
+            "parentId": "run",
+            "name": "litevlm",
+            "type": "assistant_message",
+            "output": "Seven cells [1].",
+            "metadata": {"models": models},
+            "modes": {"m": "x"},
+        }
+    )
+    await layer.upsert_feedback(Feedback(forId="run", value=1, threadId=thread, comment="good"))
+    await layer.upsert_feedback(Feedback(forId="a", value=0, threadId=thread, comment=""))
+    return {"user_id": user.id, "thread": thread}
+
+
+def test_sqlite_layer_creates_its_schema_and_round_trips_a_thread(tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    layer = LiteVLMDataLayer.from_settings(settings)
+
+    async def run():
+        ids = await _fill(layer)
+        thread = await layer.get_thread(ids["thread"])
+        listed = await layer.get_all_user_threads(user_id=ids["user_id"])
+        await layer.close()
+        return thread, listed
+
+    thread, listed = asyncio.run(run())
+    assert (tmp_path / "ui" / "chainlit.db").is_file()
+    assert thread["userIdentifier"] == "alice" and thread["name"] == "How many cells?"
+    assert thread["metadata"]["images"][0]["name"] == "cell.png"  # JSON back as objects
+    assert thread["tags"] == ["a", "b"]
+    steps = {s["id"]: s for s in thread["steps"]}
+    assert steps["a"]["metadata"]["models"]["adapter"] == "pathvqa"
+    assert steps["run"]["feedback"]["value"] == 1
+    assert [t["id"] for t in listed] == ["t-1"]
+
+
+def test_feedback_export_cli_writes_one_row_per_rating_with_the_models(tmp_path):
+    settings = load_settings(data_dir=tmp_path)
+    layer = LiteVLMDataLayer.from_settings(settings)
+
+    async def run():
+        await _fill(layer)
+        await layer.close()
+
+    asyncio.run(run())
+    out = tmp_path / "out" / "feedback.csv"
+    env = {**os.environ, "LITEVLM_DATA_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "litevlm", "feedback", "export", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for col in (
+        "thread_id",
+        "message_id",
+        "value",
+        "comment",
+        "vision_model",
+        "adapter",
+        "chat_model",
+        "created_at",
+    ):
+        assert col in rows[0]
+    by_value = {r["value"]: r for r in rows}
+    up, down = by_value["1"], by_value["0"]
+    # Chainlit rates the run; the export names the answer inside it and its models.
+    assert up["message_id"] == "a" and up["comment"] == "good" and up["user"] == "alice"
+    assert up["vision_model"] == "google/paligemma-3b-mix-448" and up["adapter"] == "pathvqa"
+    assert down["message_id"] == "a" and down["chat_model"] == "rules"
+    assert all(r["created_at"] for r in rows)
+
+
+def test_feedback_export_before_any_use_is_empty_and_a_dead_database_is_one_clear_error():
+    assert read_feedback("sqlite+aiosqlite:////nonexistent/dir/chainlit.db") == []
+    from litevlm.errors import LiteVLMError
+
+    # ServiceUnavailable with the psycopg driver installed, ConfigError naming it without.
+    with pytest.raises(LiteVLMError, match="database_url") as err:
+        read_feedback("postgresql+psycopg://u:secret@127.0.0.1:1/none")
+    assert "secret" not in str(err.value)
+
+
+def test_database_url_default_and_override(tmp_path):
+    assert database_url(load_settings(data_dir=tmp_path)).endswith(f"{tmp_path}/ui/chainlit.db")
+    url = "postgresql+asyncpg://litevlm@db/litevlm"
+    assert database_url(load_settings(data_dir=tmp_path, ui={"database_url": url})) == url
+
+
+def test_storage_refuses_keys_outside_its_root(tmp_path):
+    layer = LiteVLMDataLayer.from_settings(load_settings(data_dir=tmp_path))
+    with pytest.raises(ValueError, match="outside"):
+        layer.storage.path("../../etc/passwd")
+    assert layer.storage.path("u/e/x.png").is_relative_to(tmp_path)
+
+
+def test_password_check_and_user_configuration(tmp_path):
+    users = {"alice": "correct horse"}
+    assert auth.check_password(users, "alice", "correct horse")
+    assert not auth.check_password(users, "alice", "wrong")
+    assert not auth.check_password(users, "mallory", "correct horse")
+    with pytest.raises(ConfigError, match="users is empty"):
+        auth.validate_users(True, {})
+    with pytest.raises(ConfigError, match="reserved"):
+        auth.validate_users(True, {"local": "x"})
+    auth.validate_users(False, {})
+    secret = auth.ensure_secret(tmp_path)
+    assert auth.ensure_secret(tmp_path) == secret and len(secret) > 40  # kept across restarts
+    assert oct((tmp_path / "ui" / "auth_secret").stat().st_mode & 0o777) == "0o600"
+
+
+def test_users_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LITEVLM_UI__AUTH", "true")
+    monkeypatch.setenv("LITEVLM_UI__USERS", '{"bob": "pw"}')
+    s = load_settings()
+    assert s.ui.auth and s.ui.users == {"bob": "pw"}
+
+
+def test_sources_render_as_a_numbered_list_with_links():
+    sources = [
+        Source(n=2, kind="arxiv", id="2101.00001", title="Cells [v2]"),
+        Source(n=1, kind="pubmed", id="12345678", title="Nuclei", authors=["A", "B"], year=2020),
+        Source(n=3, kind="web", id="https://example.org/x", title="A page"),
+        Source(n=4, kind="case", id="case-7", title="Phase image"),
+        Source(
+            n=5,
+            kind="wikipedia",
+            id="Cell",
+            title="Cell",
+            doi=None,
+            url="https://en.wikipedia.org/wiki/Cell",
+        ),
+    ]
+    md = render.answer_markdown("Seven cells [1][2].", sources, ["a warning"])
+    lines = md.splitlines()
+    assert lines[0] == "Seven cells [1][2]." and "**Sources**" in md
+    first = next(x for x in lines if x.startswith("1. "))
+    assert "[Nuclei](https://pubmed.ncbi.nlm.nih.gov/12345678/)" in first
+    assert "PMID 12345678" in first and "A et al." in first and "2020" in first
+    assert "(https://arxiv.org/abs/2101.00001)" in md and r"Cells \[v2\]" in md
+    assert "[A page](https://example.org/x)" in md and "4. Phase image — case" in md
+    assert "> ⚠ a warning" in md
+    doi = Source(n=1, kind="pubmed", id="", doi="10.1/x", title="T")
+    assert render.source_url(doi) == "https://doi.org/10.1/x"
+
+
+def test_image_summary_metadata_table_and_turn_options():
+    meta = {
+        "format": "dicom",
+        "window": {"center": -38.0, "width": 1646.0, "source": "auto"},
+        "pixel_spacing_mm": [0.66, 0.66],
+        "units": "HU",
+        "empty": None,
+    }
+    line = render.image_summary("CT_small.dcm", 2, "CT", (128, 128), meta)
+    assert line.startswith("**Image 2: CT_small.dcm** — CT, 128 x 128 px")
+    assert "pixel spacing 0.66 x 0.66 mm" in line and "window -38 / 1646 HU" in line
+    table = render.metadata_table(meta)
+    assert "| window | center -38.0, width 1646.0, source auto |" in table
+    assert "empty" not in table
+    png = render.image_summary("cell.png", 1, "unknown", (550, 660), {"format": "png"})
+    assert png == "**Image 1: cell.png** — png, 550 x 660 px"
+    opts = render.turn_options(
+        {
+            "source_pubmed": True,
+            "source_arxiv": False,
+            "source_web": True,
+            "source_wikipedia": False,
+            "vision_model": " ",
+            "adapter": render.NO_ADAPTER,
+            "quantization": "4bit",
+            "similar_k": 5.0,
+        }
+    )
+    assert opts == {
+        "sources": ["pubmed", "web"],
+        "similar_k": 5,
+        "vision_model": None,
+        "adapter": None,
+        "quantization": "4bit",
+    }
+    assert render.turn_options(None)["sources"] is None  # None: as configured
+    from agent.assistant import TurnOptions
+
+    TurnOptions(**opts)  # the agent accepts what the panel gives
+
+
+def test_step_text_is_readable_and_bounded():
+    assert render.step_text({"a": 1}) == '{\n  "a": 1\n}'
+    assert render.step_text(Source(kind="web", id="u")).startswith("{")
+    long = render.step_text("x" * 10_000)
+    assert len(long) < 4100 and "more characters" in long
+
+
+def test_runtime_folder_carries_config_markdown_and_upload_limit(tmp_path):
+    from ui.launch import prepare_app_root
+
+    root = prepare_app_root(load_settings(data_dir=tmp_path, ui={"max_upload_mb": 7}))
+    config = (root / ".chainlit" / "config.toml").read_text()
+    assert "max_size_mb = 7" in config
+    assert "not a medical device" in (root / "chainlit.md").read_text()
+    assert (root / "public" / "litevlm.css").is_file()
+
+
+def test_chat_help_lists_host_and_port():
+    res = subprocess.run(
+        [sys.executable, "-m", "litevlm", "chat", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0 and "--host" in res.stdout and "--port" in res.stdout

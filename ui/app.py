@@ -1,0 +1,431 @@
+"""The litevlm chat app (Chainlit). Start it with ``litevlm chat``.
+
+A researcher uploads images (PNG, JPEG, TIFF, DICOM, NIfTI) and asks about them. Each upload is
+loaded by ``tools.images`` (DICOM windowed, metadata de-identified) and shown back; questions go
+to the agent (``agent.assistant.Assistant``, or ``[ui] assistant``), whose tool calls appear as
+steps and whose answer streams in with its numbered sources and figures. Follow-ups are about the
+latest image until another one is uploaded ("image 1", a file name or "both" pick others).
+
+Threads, messages, uploads and feedback persist (``ui/data_layer.py``); ``ui/auth.py`` decides
+who the user is. Research use only, not a medical device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+from chainlit.input_widget import Select, Slider, Switch, TextInput
+from chainlit.utils import utc_now
+
+from litevlm.config import Settings, load_settings
+from litevlm.errors import ImageLoadError, LiteVLMError
+from litevlm.types import DISCLAIMER
+from ui import auth, render
+from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, ui_dir
+
+log = logging.getLogger("litevlm.ui")
+
+WELCOME = (
+    f"**{DISCLAIMER}**\n\n"
+    "Upload a cell, histology or radiology image (PNG, JPEG, TIFF, DICOM or NIfTI) with the "
+    "paper clip, then ask about it. Every answer cites what the vision model saw, what was "
+    "measured, similar annotated cases and papers; tool calls appear as steps."
+)
+
+
+class AppState:
+    """What the app holds for its lifetime: settings, the data layer and the assistant.
+
+    One object, created at import because Chainlit apps are modules; the assistant is built on
+    first use (it may load models) and shared by all sessions.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_layer = LiteVLMDataLayer.from_settings(settings)
+        self.uploads = ui_dir(settings) / "uploads"
+        self._assistant: Any = None
+        self._lock = asyncio.Lock()
+
+    def _build_assistant(self) -> Any:
+        module, _, name = self.settings.ui.assistant.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), name or "Assistant")
+        except (ImportError, AttributeError) as e:
+            raise LiteVLMError(
+                f"[ui] assistant = {self.settings.ui.assistant!r} cannot be imported: {e}",
+                "use module:Class, e.g. agent.assistant:Assistant",
+            ) from e
+        return cls(self.settings)
+
+    async def assistant(self) -> Any:
+        async with self._lock:
+            if self._assistant is None:
+                self._assistant = await asyncio.to_thread(self._build_assistant)
+        return self._assistant
+
+
+STATE = AppState(load_settings())
+auth.validate_users(STATE.settings.ui.auth, STATE.settings.ui.users)
+
+
+@cl.data_layer
+def _data_layer() -> LiteVLMDataLayer:
+    return STATE.data_layer
+
+
+@cl.on_app_startup
+async def _startup() -> None:
+    await STATE.data_layer.create_schema()
+
+
+if STATE.settings.ui.auth:
+
+    @cl.password_auth_callback
+    async def _password_login(username: str, password: str) -> cl.User | None:
+        if auth.check_password(STATE.settings.ui.users, username, password):
+            return cl.User(identifier=username, metadata={"provider": "password"})
+        return None
+
+else:
+
+    @cl.header_auth_callback
+    async def _local_login(headers: Any) -> cl.User | None:
+        # One local researcher; see ui/auth.py.
+        return cl.User(identifier=auth.LOCAL_USER, metadata={"provider": "local"})
+
+
+# ---------------------------------------------------------------- files of resumed threads
+
+
+def _register_files_route() -> None:
+    """Serve stored element files to the user who owns their thread, and nobody else."""
+    from chainlit.auth import get_current_user
+    from chainlit.server import app
+    from fastapi import Depends, HTTPException
+    from fastapi.responses import FileResponse
+    from sqlalchemy import text
+
+    async def serve_file(object_key: str, user: Any = Depends(get_current_user)) -> FileResponse:
+        if user is None:
+            raise HTTPException(status_code=401, detail="Unauthorized")
+        query = (
+            'SELECT t."userIdentifier" AS owner, e."mime" AS mime FROM elements e '
+            'JOIN threads t ON t."id" = e."threadId" WHERE e."objectKey" = :k'
+        )
+        async with STATE.data_layer.async_session() as session:
+            row = (await session.execute(text(query), {"k": object_key})).mappings().first()
+        if row is None or row["owner"] != user.identifier:
+            raise HTTPException(status_code=404, detail="Not found")
+        try:
+            path = STATE.data_layer.storage.path(object_key)
+        except ValueError as e:
+            raise HTTPException(status_code=404, detail="Not found") from e
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail="Not found")
+        return FileResponse(path, media_type=row["mime"] or "application/octet-stream")
+
+    app.add_api_route(FILES_ROUTE + "/{object_key:path}", serve_file, methods=["GET"])
+    # Chainlit's catch-all UI route is already registered; ours must come before it.
+    app.router.routes.insert(0, app.router.routes.pop())
+
+
+_register_files_route()
+
+
+# ---------------------------------------------------------------- settings panel
+
+
+def _settings_widgets(values: dict[str, Any]) -> list[Any]:
+    s = STATE.settings
+    enabled = values.get("sources")
+    widgets: list[Any] = [
+        Switch(
+            id=f"source_{key}",
+            label=f"Search {label}",
+            initial=values.get(f"source_{key}", key in (enabled or s.literature.sources)),
+        )
+        for key, label in render.SOURCE_NAMES.items()
+    ]
+    adapters = [render.NO_ADAPTER, *s.vision.adapters]
+    widgets += [
+        TextInput(
+            id="vision_model",
+            label="Vision model (hub id or local directory)",
+            initial=values.get("vision_model", s.vision.model),
+        ),
+        Select(
+            id="adapter",
+            label="Adapter",
+            values=adapters,
+            initial_value=values.get("adapter", s.vision.adapter or render.NO_ADAPTER),
+        ),
+        Select(
+            id="quantization",
+            label="Quantization",
+            values=["none", "8bit", "4bit"],
+            initial_value=values.get("quantization", s.vision.quantization),
+        ),
+        Slider(
+            id="similar_k",
+            label="Similar cases",
+            initial=values.get("similar_k", s.agent.similar_k),
+            min=0,
+            max=20,
+            step=1,
+        ),
+    ]
+    return widgets
+
+
+@cl.on_chat_start
+async def _start() -> None:
+    cl.user_session.set("images", [])
+    cl.user_session.set("pending", [])
+    values = await cl.ChatSettings(_settings_widgets({})).send()
+    cl.user_session.set("options", render.turn_options(values))
+    await cl.Message(content=WELCOME, author="litevlm").send()
+
+
+@cl.on_settings_update
+async def _settings_update(values: dict[str, Any]) -> None:
+    cl.user_session.set("options", render.turn_options(values))
+
+
+@cl.on_chat_resume
+async def _resume(thread: dict[str, Any]) -> None:
+    metadata = thread.get("metadata") or {}
+    if isinstance(metadata, str):
+        import json
+
+        metadata = json.loads(metadata)
+    images = [im for im in metadata.get("images", []) if Path(im["path"]).is_file()]
+    cl.user_session.set("images", images)
+    cl.user_session.set("pending", list(metadata.get("pending") or []))
+    values = metadata.get("chat_settings") or {}
+    await cl.ChatSettings(_settings_widgets(values)).send()
+    cl.user_session.set("options", render.turn_options(values or None))
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120] or "image"
+
+
+def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict, Any]:
+    """Load an upload, keep a copy and a PNG preview; return the image record and the load."""
+    from tools.images import load_image
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    # Keep the original name's suffix: the loader and the agent go by it.
+    stored = dest_dir / f"{n}-{_safe_name(name)}"
+    shutil.copyfile(src, stored)
+    loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
+    preview = loaded.image.copy()
+    preview.thumbnail((1024, 1024))
+    preview_path = dest_dir / f"{n}-preview.png"
+    preview.save(preview_path)
+    record = {"n": n, "name": name, "path": str(stored), "preview": str(preview_path)}
+    return record, loaded
+
+
+async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
+    """Check, load and show each attachment; return the numbers of the images added."""
+    from tools.images import SUPPORTED_SUFFIXES
+
+    limit_mb = STATE.settings.ui.max_upload_mb
+    thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
+    added: list[int] = []
+    for el in elements:
+        name = el.name or "upload"
+        path = Path(el.path) if getattr(el, "path", None) else None
+        if path is None or not path.is_file():
+            await _notice(f"**{name}**: the upload did not arrive; please attach it again.")
+            continue
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > limit_mb:
+            await _notice(
+                f"**{name}** is {size_mb:.0f} MB, over the {limit_mb} MB upload limit "
+                "(`[ui] max_upload_mb`). Crop or downsample it, or raise the limit."
+            )
+            continue
+        if not name.lower().endswith(SUPPORTED_SUFFIXES):
+            await _notice(
+                f"**{name}**: unsupported file type. Upload PNG, JPEG, TIFF, BMP, WebP, "
+                "DICOM (.dcm) or NIfTI (.nii, .nii.gz)."
+            )
+            continue
+        n = max((im["n"] for im in images), default=0) + 1
+        try:
+            record, loaded = await asyncio.to_thread(_load_and_store, path, name, thread_dir, n)
+        except ImageLoadError as e:
+            await _notice(f"**{name}** could not be read: {e.cause}" + _hint(e))
+            continue
+        except Exception as e:  # a decoder bug must not end the session
+            log.exception("loading upload %s", name)
+            await _notice(f"**{name}** could not be read: {type(e).__name__}: {e}")
+            continue
+        images.append(record)
+        added.append(n)
+        meta = dict(loaded.metadata)
+        table = f"metadata-{n}"
+        text = render.image_summary(name, n, loaded.modality, loaded.size, meta)
+        text += f". De-identified metadata: {table}"
+        elements = [
+            cl.Image(path=record["preview"], name=f"image-{n}", display="inline"),
+            # Chainlit gathers a thread's "side" elements in a panel beside the chat.
+            cl.Text(
+                name=table,
+                content=f"Metadata of image {n} ({name})\n\n{render.metadata_table(meta)}",
+                display="side",
+            ),
+        ]
+        await cl.Message(content=text, elements=elements, author="litevlm").send()
+    if added:
+        await _remember(images, [*(cl.user_session.get("pending") or []), *added])
+    return added
+
+
+async def _remember(images: list[dict], pending: list[int]) -> None:
+    """Keep the thread's images and those the assistant has not seen yet, in the session and
+    in the thread's metadata (Chainlit writes the session only on disconnect)."""
+    cl.user_session.set("images", images)
+    cl.user_session.set("pending", pending)
+    await STATE.data_layer.update_thread(
+        cl.context.session.thread_id, metadata={"images": images, "pending": pending}
+    )
+
+
+def _hint(e: LiteVLMError) -> str:
+    return f" ({e.hint})" if e.hint else ""
+
+
+async def _notice(text: str) -> None:
+    await cl.Message(content=f"⚠ {text}", author="litevlm").send()
+
+
+# ---------------------------------------------------------------- questions
+
+
+@cl.on_message
+async def _on_message(message: cl.Message) -> None:
+    images: list[dict] = list(cl.user_session.get("images") or [])
+    added = await _accept_uploads(list(message.elements or []), images)
+    question = (message.content or "").strip()
+    if message.elements and not added:
+        return  # the question was about attachments that could not be used: said so above
+    if not question:
+        if added:
+            await cl.Message(
+                content=f"Image {', '.join(map(str, added))} loaded. Ask a question about it.",
+                author="litevlm",
+            ).send()
+        elif not message.elements:
+            await _notice("Type a question, or attach an image with the paper clip.")
+        return
+    await _answer(question, images)
+
+
+async def _answer(question: str, images: list[dict]) -> None:
+    # The assistant keeps the thread's images (and picks which one a follow-up is about:
+    # the latest, "image 1", a file name, "both"); it is given each image once.
+    pending = set(cl.user_session.get("pending") or [])
+    paths = [Path(im["path"]) for im in images if im["n"] in pending]
+    thread_id = cl.context.session.thread_id
+    msg = cl.Message(content="", author="litevlm")
+    try:
+        assistant = await STATE.assistant()
+        options = _options_for(assistant)
+        steps: dict[str, cl.Step] = {}
+        answer = None
+        errors: list[str] = []
+        async for ev in assistant.astream(
+            question, images=paths, thread_id=thread_id, options=options
+        ):
+            if ev.type == "step_start":
+                steps[ev.name] = await _open_step(ev)
+            elif ev.type == "step_end":
+                await _close_step(steps.pop(ev.name, None), ev)
+            elif ev.type == "token":
+                msg.created_at = msg.created_at or utc_now()
+                await msg.stream_token(ev.text)
+            elif ev.type == "answer":
+                answer = ev.answer
+            elif ev.type == "error":
+                errors.append(ev.text or ev.name)
+        for step in steps.values():  # a tool that never reported its end
+            step.end = utc_now()
+            await step.update()
+    except LiteVLMError as e:
+        msg.content = f"⚠ The assistant could not answer: {e}"
+        await _finish(msg)
+        return
+    except Exception as e:
+        log.exception("answering %r", question[:80])
+        msg.content = f"⚠ The assistant failed ({type(e).__name__}: {e}). Try again or rephrase."
+        await _finish(msg)
+        return
+    if answer is None:
+        text = msg.content or "No answer was produced."
+        msg.content = render.answer_markdown(text, [], errors)
+        await _finish(msg)
+        return
+    if pending:
+        await _remember(images, [])
+    msg.content = render.answer_markdown(answer.text, answer.sources, answer.warnings + errors)
+    msg.metadata = {"models": answer.models, "timings": answer.timings}
+    msg.elements = [
+        cl.Image(path=str(path), name=name, display="inline")
+        for name, path in answer.figures.items()
+        if Path(path).is_file()
+    ]
+    await _finish(msg)
+
+
+async def _finish(msg: cl.Message) -> None:
+    """End the answer: update it when tokens were streamed, else send it whole."""
+    await (msg.update() if msg.created_at else msg.send())
+
+
+def _options_for(assistant: Any) -> Any:
+    values = cl.user_session.get("options") or {}
+    module = importlib.import_module(type(assistant).__module__)
+    options_cls = getattr(module, "TurnOptions", None)
+    return options_cls(**values) if options_cls else values
+
+
+def _run_id() -> str | None:
+    # Chainlit wraps on_message in a "run" step; messages nest in it, so must the tool steps,
+    # or the chat shows them after the answer.
+    run = cl.context.current_step
+    return run.id if run else None
+
+
+async def _open_step(ev: Any) -> cl.Step:
+    step = cl.Step(name=ev.name, type="tool", parent_id=_run_id(), show_input="json")
+    step.input = render.step_text(ev.input) if ev.input is not None else ""
+    step.start = utc_now()
+    await step.send()
+    return step
+
+
+async def _close_step(step: cl.Step | None, ev: Any) -> None:
+    if step is None:
+        step = cl.Step(name=ev.name, type="tool", parent_id=_run_id())
+        step.start = utc_now()
+    step.output = render.step_text(ev.output)
+    step.language = None if isinstance(ev.output, str) else "json"
+    if ev.elapsed_s is not None:
+        step.metadata = {"elapsed_s": round(ev.elapsed_s, 3)}
+        step.name = f"{ev.name} · {ev.elapsed_s:.2f} s"
+    step.end = utc_now()
+    await step.update()

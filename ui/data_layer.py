@@ -1,0 +1,258 @@
+"""Persistence for the chat UI: threads, messages, steps, elements and feedback.
+
+Chainlit's ``SQLAlchemyDataLayer`` is written against PostgreSQL and does not create its tables.
+This module ships the schema (portable column types: ids as TEXT, JSON as TEXT), creates it on
+start, and adapts the layer to SQLite, the default (``<data dir>/ui/chainlit.db``): lists and
+dicts are stored as JSON text and decoded again on the way out. A ``postgresql+asyncpg://`` URL
+in ``[ui] database_url`` gives a shared deployment the same tables.
+
+Uploaded files and figures are stored on local disk (``<data dir>/ui/files``) by
+``LocalStorageClient`` and served to their owner by the app's ``/litevlm/files`` route.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.storage_clients.base import BaseStorageClient
+
+if TYPE_CHECKING:
+    from chainlit.types import Feedback
+
+    from litevlm.config import Settings
+
+FILES_ROUTE = "/litevlm/files"
+
+# Columns follow chainlit 2.12's StepDict / ElementDict / Feedback: the layer inserts every
+# non-empty key of those dicts, so a missing column loses the whole row.
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS users (
+        "id" TEXT PRIMARY KEY,
+        "identifier" TEXT NOT NULL UNIQUE,
+        "metadata" TEXT NOT NULL,
+        "createdAt" TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS threads (
+        "id" TEXT PRIMARY KEY,
+        "createdAt" TEXT,
+        "name" TEXT,
+        "userId" TEXT,
+        "userIdentifier" TEXT,
+        "tags" TEXT,
+        "metadata" TEXT,
+        FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS steps (
+        "id" TEXT PRIMARY KEY,
+        "name" TEXT NOT NULL,
+        "type" TEXT NOT NULL,
+        "threadId" TEXT NOT NULL,
+        "parentId" TEXT,
+        "streaming" BOOLEAN NOT NULL,
+        "waitForAnswer" BOOLEAN,
+        "isError" BOOLEAN,
+        "metadata" TEXT,
+        "tags" TEXT,
+        "input" TEXT,
+        "output" TEXT,
+        "createdAt" TEXT,
+        "command" TEXT,
+        "modes" TEXT,
+        "start" TEXT,
+        "end" TEXT,
+        "generation" TEXT,
+        "showInput" TEXT,
+        "language" TEXT,
+        "indent" INT,
+        "defaultOpen" BOOLEAN,
+        "autoCollapse" BOOLEAN,
+        FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS elements (
+        "id" TEXT PRIMARY KEY,
+        "threadId" TEXT,
+        "type" TEXT,
+        "url" TEXT,
+        "chainlitKey" TEXT,
+        "name" TEXT NOT NULL,
+        "display" TEXT,
+        "objectKey" TEXT,
+        "size" TEXT,
+        "page" INT,
+        "language" TEXT,
+        "forId" TEXT,
+        "mime" TEXT,
+        "props" TEXT,
+        "autoPlay" BOOLEAN,
+        "playerConfig" TEXT,
+        FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS feedbacks (
+        "id" TEXT PRIMARY KEY,
+        "forId" TEXT NOT NULL,
+        "threadId" TEXT,
+        "value" INT NOT NULL,
+        "comment" TEXT,
+        "createdAt" TEXT
+    )""",
+    'CREATE INDEX IF NOT EXISTS steps_thread ON steps ("threadId")',
+    'CREATE INDEX IF NOT EXISTS elements_thread ON elements ("threadId")',
+    'CREATE INDEX IF NOT EXISTS threads_user ON threads ("userId")',
+    'CREATE INDEX IF NOT EXISTS feedbacks_for ON feedbacks ("forId")',
+]
+
+# Fields read back as JSON text from SQLite that the frontend expects as objects.
+_JSON_FIELDS = ("metadata", "tags", "generation", "props", "modes")
+
+
+def ui_dir(settings: Settings) -> Path:
+    return settings.data_dir / "ui"
+
+
+def database_url(settings: Settings) -> str:
+    """``[ui] database_url``, or the SQLite file in the data directory."""
+    if settings.ui.database_url:
+        return settings.ui.database_url
+    return f"sqlite+aiosqlite:///{ui_dir(settings) / 'chainlit.db'}"
+
+
+def sync_url(url: str) -> str:
+    """The same database through a synchronous driver (for the CLI's export)."""
+    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+
+
+class LocalStorageClient(BaseStorageClient):
+    """Element files on local disk, under ``root/<user id>/<element id>/<name>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, object_key: str) -> Path:
+        """The file for a key; refuses keys that would leave ``root``."""
+        p = (self.root / object_key).resolve()
+        if not p.is_relative_to(self.root.resolve()):
+            raise ValueError(f"object key outside the storage root: {object_key!r}")
+        return p
+
+    async def upload_file(
+        self,
+        object_key: str,
+        data: bytes | str,
+        mime: str = "application/octet-stream",
+        overwrite: bool = True,
+        content_disposition: str | None = None,
+    ) -> dict[str, Any]:
+        p = self.path(object_key)
+        if p.exists() and not overwrite:
+            return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+    async def delete_file(self, object_key: str) -> bool:
+        p = self.path(object_key)
+        if p.is_file():
+            p.unlink()
+        return True
+
+    async def get_read_url(self, object_key: str) -> str:
+        return f"{FILES_ROUTE}/{object_key}"
+
+    async def close(self) -> None:
+        return None
+
+
+def _encode(value: Any) -> Any:
+    # SQLite cannot bind lists or dicts; chainlit passes tags as a list and modes as a dict.
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _decode_fields(d: dict[str, Any]) -> dict[str, Any]:
+    for key in _JSON_FIELDS:
+        if key in d:
+            d[key] = _decode(d[key])
+    return d
+
+
+class LiteVLMDataLayer(SQLAlchemyDataLayer):
+    """``SQLAlchemyDataLayer`` that creates its tables and speaks SQLite as well as PostgreSQL."""
+
+    def __init__(self, url: str, files_dir: Path) -> None:
+        if url.startswith("sqlite"):
+            db = url.split("///", 1)[-1]
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self.storage = LocalStorageClient(files_dir)
+        super().__init__(conninfo=url, storage_provider=self.storage)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LiteVLMDataLayer:
+        return cls(database_url(settings), ui_dir(settings) / "files")
+
+    async def create_schema(self) -> None:
+        from sqlalchemy import text
+
+        async with self.engine.begin() as conn:
+            for statement in SCHEMA:
+                await conn.execute(text(statement))
+
+    async def execute_sql(self, query: str, parameters: dict) -> list[dict[str, Any]] | int | None:
+        return await super().execute_sql(query, {k: _encode(v) for k, v in parameters.items()})
+
+    async def upsert_feedback(self, feedback: Feedback) -> str:
+        # chainlit's Feedback has no time; the export needs one, so stamp the first write.
+        is_new = not feedback.id
+        feedback.id = feedback.id or str(uuid.uuid4())
+        feedback_id = await super().upsert_feedback(feedback)
+        if is_new:
+            await self.execute_sql(
+                'UPDATE feedbacks SET "createdAt" = :t WHERE "id" = :id',
+                {"t": await self.get_current_timestamp(), "id": feedback_id},
+            )
+        return feedback_id
+
+    async def get_all_user_threads(
+        self, user_id: str | None = None, thread_id: str | None = None
+    ) -> list[Any] | None:
+        threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
+        for thread in threads or []:
+            _decode_fields(thread)
+            for step in thread.get("steps", []):
+                _decode_fields(step)
+            for element in thread.get("elements", []):
+                _decode_fields(element)
+        return threads
+
+    async def get_step(self, step_id: str) -> Any:
+        step = await super().get_step(step_id)
+        return _decode_fields(step) if step else step
+
+    async def get_element(self, thread_id: str, element_id: str) -> Any:
+        from sqlalchemy import text
+
+        # The parent's version json.loads ``props`` unconditionally, which fails on NULL.
+        query = 'SELECT "props" FROM elements WHERE "threadId" = :t AND "id" = :e'
+        async with self.async_session() as session:
+            row = (await session.execute(text(query), {"t": thread_id, "e": element_id})).first()
+        if row is None:
+            return None
+        if row[0] is None:
+            await self.execute_sql(
+                'UPDATE elements SET "props" = :p WHERE "id" = :e', {"p": "{}", "e": element_id}
+            )
+        return await super().get_element(thread_id, element_id)
