@@ -401,6 +401,8 @@ def sentences_for(
             )
         return lines
     if tool == "literature":
+        # The query as sent, after identifiers were removed; never the user's raw wording.
+        sent = out.get("query", "")
         lines = []
         for s, n in zip(out.get("sources", []), numbers, strict=False):
             who = ""
@@ -411,7 +413,7 @@ def sentences_for(
             lines.append(
                 f'The {s.get("kind")} source "{title}"'
                 + (f" ({meta})" if meta else "")
-                + f" was found for “{record['args'].get('query', '')}” [{n}]."
+                + f" was found for “{sent}” [{n}]."
             )
         return lines
     return []

@@ -224,6 +224,21 @@ def test_literature_question_cites_papers_with_links(settings, images):
     assert papers and all(s.url and s.url.startswith("http") for s in papers)
 
 
+def test_patient_name_in_the_question_never_leaves_or_reaches_the_answer(settings, lit):
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm")  # PatientName CompressedSamples^CT1
+    before = len(lit.requests)
+    with Assistant(settings) as assistant:
+        answer = assistant.ask(
+            "What is known about lung nodules in CompressedSamples CT1?", images=[ct]
+        )
+    sent = " ".join(" ".join(r.params.values()) for r in lit.requests[before:])
+    assert sent and "CompressedSamples" not in sent
+    assert "CompressedSamples" not in answer.text
+    assert any(s.kind in {"pubmed", "arxiv"} for s in answer.sources)
+
+
 def test_prompt_injection_in_an_abstract_is_not_followed(tmp_path, tiny_paligemma, lit, images):
     search, fetch = injected_pubmed(NCBI)
     cfg = lit.config(sources=["pubmed"])

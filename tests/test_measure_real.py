@@ -73,6 +73,18 @@ def test_skimage_ihc_with_pixel_size_gives_density(ihc_png):
     assert 2_000 < m.summary["nuclei_per_mm2_tissue"] < 8_000
 
 
+def test_small_ihc_crop_overlay_is_enlarged_with_both_layers(tmp_path):
+    # Regression: small images are enlarged for legibility; the DAB-negative layer was drawn at
+    # the original size and then mismatched the enlarged positive layer.
+    from PIL import Image
+    from skimage import data
+
+    crop = data.immunohistochemistry()[:256, :256]
+    m = measure(crop, kind="ihc", overlay_path=tmp_path / "crop.png")
+    assert m.overlay_path is not None
+    assert Image.open(m.overlay_path).size == (512, 512)
+
+
 def test_wsidicom_he_tile(he_tile, artifacts_dir):
     m = measure(he_tile, overlay_path=artifacts_dir / "measure_wsidicom_he.png")
     assert m.kind == "he" and "pink/purple" in m.params["kind_reason"]

@@ -696,11 +696,15 @@ def _stain_overlay(rgb, labels, colour, kind, summary, path) -> Path:
     caption = (
         f"IHC: {summary['count']} cells, {summary['dab_positive_fraction_of_cells']:.0%} DAB+ (red)"
     )
-    tmp = label_overlay(rgb, neg, path, numbers=False, color=(0, 120, 255))
-    from PIL import Image
-
-    base = np.asarray(Image.open(tmp).convert("RGB"))
-    return label_overlay(base, pos, path, numbers=False, caption=caption, color=(255, 0, 0))
+    return label_overlay(
+        rgb,
+        pos,
+        path,
+        numbers=False,
+        caption=caption,
+        color=(255, 0, 0),
+        under=(neg, (0, 120, 255)),
+    )
 
 
 # ---------------------------------------------------------------- radiology

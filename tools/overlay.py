@@ -33,8 +33,13 @@ def label_overlay(
     max_numbers: int = 2000,
     caption: str | None = None,
     color: tuple[int, int, int] = CONTOUR,
+    under: tuple[np.ndarray, tuple[int, int, int]] | None = None,
 ) -> Path:
-    """Save ``rgb`` with the contour of every labelled object and its number; return the path."""
+    """Save ``rgb`` with the contour of every labelled object and its number; return the path.
+
+    ``under`` is a second (labels, colour) layer drawn first, e.g. DAB-negative cells beneath
+    the positive ones; it must have the shape of ``labels``.
+    """
     from PIL import Image, ImageDraw
     from scipy import ndimage as ndi
     from skimage.segmentation import find_boundaries
@@ -47,6 +52,9 @@ def label_overlay(
     if k > 1:
         out = out.repeat(k, axis=0).repeat(k, axis=1)
         labels = labels.repeat(k, axis=0).repeat(k, axis=1)
+    if under is not None:
+        below = under[0].repeat(k, axis=0).repeat(k, axis=1) if k > 1 else under[0]
+        out[find_boundaries(below, mode="inner")] = under[1]
     out[find_boundaries(labels, mode="inner")] = color
     image = Image.fromarray(out)
     draw = ImageDraw.Draw(image)
