@@ -95,7 +95,8 @@ def load_base(model_id: str, stage: StageConfig, cfg: FinetuneRunConfig) -> tupl
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
             # The vision tower and projector are small and sensitive; keep them unquantized.
-            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+            # transformers 5 matches these from the start of the module's full name.
+            llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"],
         )
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else "cpu"
     try:

@@ -70,7 +70,7 @@ def lora_run(tiny_paligemma: Path, sample_data: Path, tmp_path_factory) -> RunRe
 def test_loss_falls_on_sample_images(
     tiny_paligemma: Path, sample_data: Path, tmp_path: Path
 ) -> None:
-    # Full fine-tuning: on a random 32-wide model, LoRA moves the loss too slowly to test fast.
+    # Full fine-tuning: on a random 64-wide model, LoRA moves the loss too slowly to test fast.
     cfg = _config(
         tiny_paligemma, sample_data, tmp_path, method="full", max_steps=10, learning_rate=1e-2,
         lr_scheduler_type="constant",
@@ -171,6 +171,18 @@ def test_qlora_trains_on_cpu(tiny_paligemma: Path, sample_data: Path, tmp_path: 
     assert stage.trainable_params < stage.total_params
 
 
+def test_qlora_keeps_the_vision_tower_unquantized(tiny_paligemma: Path, sample_data: Path) -> None:
+    import bitsandbytes as bnb
+
+    from finetune.trainer import load_base
+
+    cfg = _config(tiny_paligemma, sample_data, sample_data.parent / "q", method="qlora")
+    model, _, _ = load_base(str(tiny_paligemma), cfg.stages[0], cfg)
+    assert isinstance(model.model.language_model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    vision_q = model.model.vision_tower.encoder.layers[0].self_attn.q_proj
+    assert not isinstance(vision_q, bnb.nn.Linear4bit)
+
+
 def test_prompt_tuning_and_full(tiny_paligemma: Path, sample_data: Path, tmp_path: Path) -> None:
     pt = train(
         _config(
@@ -179,7 +191,7 @@ def test_prompt_tuning_and_full(tiny_paligemma: Path, sample_data: Path, tmp_pat
         ),
         log=lambda _: None,
     ).final  # fmt: skip
-    assert pt.trainable_params == 4 * 32
+    assert pt.trainable_params == 4 * 64  # virtual tokens x hidden size
     full = train(
         _config(tiny_paligemma, sample_data, tmp_path / "full", method="full", max_steps=2),
         log=lambda _: None,
