@@ -137,6 +137,11 @@ class StageConfig:
     max_length: int | None = _f(None, "Truncate text tokens (prefix + answer) beyond this.")
     # Evaluation, checkpoints, logs
     eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0 = never).")
+    eval_generate: int = _f(
+        16,
+        "At each evaluation also answer this many validation examples greedily and score them "
+        "as `litevlm eval` does (accuracy, token F1, BLEU-4...); 0 = loss only.",
+    )
     save_steps: int = _f(50, "Write a checkpoint every N steps.")
     save_total_limit: int | None = _f(2, "Keep at most this many checkpoints (best one kept).")
     logging_steps: int = _f(10, "Log loss and learning rate every N steps.")

@@ -524,6 +524,57 @@ def make_compute_metrics(tokenizer: Any) -> Callable[[Any], dict[str, float]]:
     return compute
 
 
+def generation_metrics(max_examples: int = 32, max_new_tokens: int = 24) -> Callable[..., dict]:
+    """The trainer's evaluation step (``finetune.trainer.MetricsFn``): greedy answers for the
+    first ``max_examples`` validation examples, scored by ``summarize`` as ``litevlm eval`` does,
+    so training curves and evaluation reports use the same numbers."""
+
+    def compute(model: Any, processor: Any, examples: list[Any]) -> dict[str, float]:
+        import torch
+
+        from finetune.data import open_image
+        from finetune.formatting import chat_messages
+
+        tok = getattr(processor, "tokenizer", processor)
+        paligemma = getattr(model.config, "model_type", "") == "paligemma"
+        hyps, refs = [], []
+        was_training = model.training
+        model.eval()
+        try:
+            for ex in examples[:max_examples]:
+                image = open_image(ex.image)
+                if paligemma:
+                    text = ex.prompt
+                else:
+                    text = processor.apply_chat_template(
+                        chat_messages(ex, with_answer=False),
+                        tokenize=False,
+                        add_generation_prompt=True,
+                    )
+                inputs = processor(images=[image], text=[text], return_tensors="pt")
+                device = next(model.parameters()).device
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+                if "pixel_values" in inputs:
+                    dtype = next(model.parameters()).dtype
+                    if dtype.is_floating_point:
+                        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+                with torch.no_grad():
+                    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                new = out[0, inputs["input_ids"].shape[1] :]
+                hyps.append(tok.decode(new, skip_special_tokens=True).strip())
+                refs.append(ex.answer)
+        finally:
+            model.train(was_training)
+        s = summarize(hyps, refs)
+        return {
+            k: float(v)
+            for k, v in s.model_dump(exclude={"extra"}).items()
+            if v is not None and not k.startswith("n")
+        }
+
+    return compute
+
+
 # ---------------------------------------------------------------- user satisfaction
 
 _UP = {"1", "up", "+1", "true", "yes", "thumbs_up", "thumbsup", "👍", "positive", "good"}

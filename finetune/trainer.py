@@ -300,7 +300,12 @@ def train(
             result = StageResult.model_validate_json(done.read_text())
             log(f"stage {stage.name}: already done, skipping ({done})")
         else:
-            result = run_stage(cfg, stage, base, stage_dir, compute_metrics, callbacks or [], log)
+            metrics = compute_metrics
+            if metrics is None and stage.eval_generate > 0:
+                from finetune.evaluate import generation_metrics
+
+                metrics = generation_metrics(max_examples=stage.eval_generate)
+            result = run_stage(cfg, stage, base, stage_dir, metrics, callbacks or [], log)
             if main:
                 done.write_text(result.model_dump_json(indent=2))
         results.append(result)

@@ -98,6 +98,19 @@ def test_lora_run_outputs(lora_run: RunResult) -> None:
     assert "language_model" in adapter_cfg["target_modules"]
 
 
+def test_default_evaluation_scores_generated_answers(
+    tiny_paligemma: Path, sample_data: Path, tmp_path: Path
+) -> None:
+    # No compute_metrics given: the evaluation step answers validation examples and scores them
+    # with the metrics of `litevlm eval`.
+    cfg = _config(tiny_paligemma, sample_data, tmp_path, max_steps=2, eval_steps=2, eval_generate=4)
+    stage = train(cfg, log=lambda _: None).final
+    ours = {"eval_closed_accuracy", "eval_open_recall", "eval_open_f1", "eval_open_exact_match"}
+    scored = ours & set(stage.metrics)
+    assert scored, stage.metrics
+    assert all(0.0 <= stage.metrics[k] <= 1.0 for k in scored)
+
+
 def test_adapter_loads_with_peft_and_merge_matches(lora_run: RunResult, tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
