@@ -63,6 +63,7 @@ def test_not_an_image_text_model_is_refused(tmp_path):
 
 def test_unreachable_hub_fails_fast_instead_of_retrying(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # closed port on this machine
     with pytest.raises(ModelLoadError, match="cannot be reached"):

@@ -192,6 +192,27 @@ def test_weights_missing_offline_says_how_to_download(tmp_path: Path) -> None:
     assert "hf download google/paligemma-3b-mix-448" in str(e.value)
 
 
+def test_unreachable_hub_fails_in_seconds(tmp_path: Path, monkeypatch) -> None:
+    """Not cached and the Hub's port refuses: a clear error at once, not minutes of retries."""
+    import socket
+    import time
+
+    from tools.vision import VisionModel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError) as e:
+        VisionModel(model="google/paligemma-3b-mix-448", cache_dir=tmp_path / "empty-cache")
+    assert time.perf_counter() - t0 < 10
+    assert "cannot be reached" in str(e.value)
+    assert "hf download google/paligemma-3b-mix-448" in str(e.value)
+
+
 def test_missing_local_directory(tmp_path: Path) -> None:
     from tools.vision import VisionModel
 

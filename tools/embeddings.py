@@ -21,7 +21,6 @@ store can refuse a query made with a different model than the collection was bui
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from litevlm.errors import ModelLoadError
+from litevlm.hub import fail_fast_if_unreachable, offline
 
 BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 CLASSICAL = "classical:color-texture-v1"
@@ -63,38 +63,6 @@ def _device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-
-
-def _fail_fast_if_unreachable(repo: str, filename: str) -> None:
-    """Raise at once when the model is not cached and the Hub cannot be reached.
-
-    Without this, huggingface_hub retries for over a minute on a machine with no network
-    before open_clip/transformers give up.
-    """
-    if _offline() or Path(repo).expanduser().is_dir():
-        return
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(repo, filename), str):
-        return
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection(
-            (url.hostname or "huggingface.co", url.port or 443), timeout=3
-        ).close()
-    except OSError as e:
-        raise ModelLoadError(
-            f"{repo} is not in the local Hugging Face cache and {url.hostname} cannot be "
-            f"reached ({e})",
-            _download_hint(repo),
-        ) from e
-
-
 def _download_hint(model_id: str) -> str:
     repo = model_id.removeprefix("hf-hub:")
     return (
@@ -115,7 +83,8 @@ class OpenClipEmbedder:
         self.device = _device(device)
         self.batch_size = batch_size
         if model_id.startswith("hf-hub:"):
-            _fail_fast_if_unreachable(model_id.removeprefix("hf-hub:"), "open_clip_config.json")
+            repo = model_id.removeprefix("hf-hub:")
+            fail_fast_if_unreachable(repo, "open_clip_config.json", _download_hint(repo))
         try:
             model, preprocess = open_clip.create_model_from_pretrained(model_id)
             self.tokenizer = open_clip.get_tokenizer(model_id)
@@ -167,9 +136,9 @@ class HFClipEmbedder:
         self.model_id = model_id
         self.device = _device(device)
         self.batch_size = batch_size
-        local = _offline() if local_files_only is None else local_files_only
+        local = offline() if local_files_only is None else local_files_only
         if not local:
-            _fail_fast_if_unreachable(model_id, "config.json")
+            fail_fast_if_unreachable(model_id, "config.json", _download_hint(model_id))
         try:
             self.model = AutoModel.from_pretrained(model_id, local_files_only=local)
             self.image_processor = AutoImageProcessor.from_pretrained(
@@ -290,7 +259,7 @@ class SentenceTextEmbedder:
         path = resolve_text_model(model_id)
         try:
             self.model = SentenceTransformer(
-                str(path), device=_device(device), local_files_only=_offline()
+                str(path), device=_device(device), local_files_only=offline()
             )
         except Exception as e:
             raise ModelLoadError(

@@ -293,6 +293,11 @@ class VisionModel:
 
         t0 = time.perf_counter()
         self._check_local_path()
+        if not self.config.local_files_only:
+            from litevlm.hub import fail_fast_if_unreachable
+
+            hint = _download_hint(self.model_id)
+            fail_fast_if_unreachable(self._source, "config.json", hint, cache_dir=self._cache_dir)
         self.processor = self._load_processor()
         self.model = self._load_model()
         for name, path in self.config.adapters.items():
