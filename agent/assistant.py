@@ -40,6 +40,7 @@ class TurnOptions(BaseModel):
     vision_model: str | None = None
     adapter: str | None = None
     quantization: str | None = None
+    heatmap: bool = False  # also compute where the vision model looked (attention map)
 
 
 class AgentEvent(BaseModel):
@@ -205,6 +206,7 @@ class Assistant:
             vision_model=opts.vision_model,
             adapter=opts.adapter,
             quantization=opts.quantization,
+            heatmap=opts.heatmap,
         )
         thread = thread_id or uuid.uuid4().hex[:12]
         inputs = {

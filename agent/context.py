@@ -33,6 +33,7 @@ class Context:
     vision_model: str | None = None  # None: the [vision] section's model
     adapter: str | None = None
     quantization: str | None = None
+    heatmap: bool = False  # vision calls also save an attention heat-map (a figure)
     history_messages: int = 6  # earlier messages the chat model sees
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -15,6 +15,7 @@ image and inputs) are reused instead of run again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from typing import Any
@@ -119,8 +120,11 @@ def make_item(tool: str, image: str | None, args: dict[str, Any], ctx: Context) 
             "adapter": ctx.adapter or ctx.toolbox.settings.vision.adapter,
             "quantization": ctx.quantization or ctx.toolbox.settings.vision.quantization,
         }
+        if ctx.heatmap:
+            args["heatmap"] = True
         q = normalise(args.get("question") or "") or "describe"
         key = f"vision|{image}|{model}|{args['adapter']}|{args['quantization']}|{q}"
+        key += "|heatmap" if ctx.heatmap else ""
     elif tool == "measure":
         key = f"measure|{image}|{ctx.toolbox.settings.measure.backend}"
     elif tool == "similar":
@@ -292,6 +296,26 @@ def fan_out(state: State) -> list[Send] | str:
     return sends or "synthesise"
 
 
+def _heatmap(tb: Any, loaded: Any, rec: Any, item: PlanItem) -> tuple[str | None, str | None]:
+    """Where the vision model looked for this call; a failure is a warning, not an error."""
+    args = item["args"]
+    question = args.get("question") or "What is shown in this image?"
+    digest = hashlib.sha256(item["key"].encode()).hexdigest()[:12]
+    path = tb.settings.data_dir / "heatmaps" / f"{rec['id']}_{digest}.png"
+    try:
+        tb.heatmap(
+            loaded,
+            question,
+            path,
+            model=args.get("model"),
+            adapter=args.get("adapter"),
+            quantization=args.get("quantization"),
+        )
+    except Exception as e:
+        return None, f"attention heat-map unavailable: {type(e).__name__}: {e}"
+    return str(path), None
+
+
 def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
     item, rec = payload["item"], payload["image"]
     tb = ctx.toolbox
@@ -309,6 +333,8 @@ def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
                 adapter=args.get("adapter"),
                 quantization=args.get("quantization"),
             ).model_dump(mode="json")
+            if args.get("heatmap"):
+                output["heatmap_path"], output["heatmap_error"] = _heatmap(tb, loaded, rec, item)
         elif item["tool"] == "measure":
             overlay = tb.settings.data_dir / "overlays" / f"{rec['id']}.png"
             # The per-object table stays out of the thread state: it can be thousands of rows.
@@ -350,6 +376,8 @@ def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
         warnings.append(f"{label} unavailable: {error}")
     elif item["tool"] == "literature":
         warnings += [f"literature {k}: {v}" for k, v in (output.get("unavailable") or {}).items()]
+    elif item["tool"] == "vision" and output.get("heatmap_error"):
+        warnings.append(f"{label}: {output['heatmap_error']}")
     return {
         "results": {item["key"]: record},
         "turn": [item["key"]],
@@ -465,6 +493,10 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             name = images.get(rec["image"] or "", {}).get("name", "")
             key = "overlay" if "overlay" not in figures else f"overlay:{name}"
             figures[key] = out["overlay_path"]
+        if rec["tool"] == "vision" and out.get("heatmap_path"):
+            name = images.get(rec["image"] or "", {}).get("name", "")
+            key = "attention" if "attention" not in figures else f"attention:{name}"
+            figures[key] = out["heatmap_path"]
         if rec["tool"] == "vision" and out:
             models["vision"] = out.get("model_id", "")
             models["adapter"] = out.get("adapter") or "none"

@@ -137,7 +137,8 @@ def detect_layout(path: Path) -> str:
     raise DataError(f"{path}: unknown data file type {path.suffix!r}", "use .jsonl, .csv or .json")
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV, JSON (a list, or a dict holding one) or JSONL file; ``DataError`` if bad."""
     try:
         if path.suffix == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as f:
@@ -241,7 +242,7 @@ def _rows_to_examples(
 
 def _load_table(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]]:
     image_dir = Path(cfg.image_dir) if cfg.image_dir else path.parent
-    return _rows_to_examples(_read_rows(path), cfg, path, image_dir)
+    return _rows_to_examples(read_rows(path), cfg, path, image_dir)
 
 
 def _load_vqa_rad(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]]:
@@ -253,7 +254,7 @@ def _load_vqa_rad(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]
     image_dir = Path(cfg.image_dir) if cfg.image_dir else path.parent / "VQA_RAD Image Folder"
     if not image_dir.is_dir():
         image_dir = path.parent
-    return _rows_to_examples(_read_rows(path), cfg, path, image_dir, image_col="image_name")
+    return _rows_to_examples(read_rows(path), cfg, path, image_dir, image_col="image_name")
 
 
 def _load_slake(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]]:
@@ -270,7 +271,7 @@ def _load_slake(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]]:
     image_dir = Path(cfg.image_dir) if cfg.image_dir else root / "imgs"
     examples, errors = [], []
     for f in files:
-        rows = [r for r in _read_rows(f) if r.get("q_lang", cfg.language) == cfg.language]
+        rows = [r for r in read_rows(f) if r.get("q_lang", cfg.language) == cfg.language]
         ex, err = _rows_to_examples(rows, cfg, f, image_dir, image_col="img_name")
         examples += ex
         errors += [f"{f.name} {e}" for e in err]
@@ -297,7 +298,7 @@ def _load_pathvqa(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]
 
     examples, errors = [], []
     for f in files:
-        ex, err = _rows_to_examples(_read_rows(f), cfg, f, image_dir, resolve=resolve)
+        ex, err = _rows_to_examples(read_rows(f), cfg, f, image_dir, resolve=resolve)
         examples += ex
         errors += err
     return examples, errors
@@ -311,7 +312,7 @@ def _load_roco(path: Path, cfg: DataConfig) -> tuple[list[Example], list[str]]:
     image_dir = Path(cfg.image_dir) if cfg.image_dir else root / "images"
     examples, errors = [], []
     for f in files:
-        rows = _read_rows(f)
+        rows = read_rows(f)
         col = _pick(list(rows[0]) if rows else [], ("name", "image", "file"))
         ex, err = _rows_to_examples(rows, cfg, f, image_dir, image_col=col)
         examples += ex

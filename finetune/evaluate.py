@@ -18,7 +18,6 @@ Also here: ``make_compute_metrics`` for the trainer's evaluation step and
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections import defaultdict
@@ -142,27 +141,12 @@ def load_test_set(path: str | Path, limit: int | None = None) -> list[EvalExampl
 
 
 def _read_rows(p: Path) -> list[dict[str, Any]]:
+    from finetune.data import DataError, read_rows
+
     try:
-        if p.suffix.lower() == ".csv":
-            with open(p, newline="", encoding="utf-8-sig") as f:
-                return list(csv.DictReader(f))
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise EvalDataError(f"{p}: cannot read: {e}") from None
-    if p.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EvalDataError(f"{p}: not valid JSON: {e}") from None
-        return list(data) if isinstance(data, list) else []
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{p}: line {i} is not valid JSON: {e.msg}") from None
-    return rows
+        return read_rows(p)
+    except DataError as e:
+        raise EvalDataError(e.message, e.hint) from None
 
 
 def _listish(v: Any) -> list[str] | None:
@@ -483,6 +467,15 @@ def preprocess_logits_for_metrics(logits: Any, labels: Any) -> Any:
     return logits.argmax(-1)
 
 
+def _metric_values(s: Any) -> dict[str, float]:
+    """The scores of a ``MetricSummary`` (not its counts), as the trainer logs them."""
+    return {
+        k: float(v)
+        for k, v in s.model_dump(exclude={"extra"}).items()
+        if v is not None and not k.startswith("n")
+    }
+
+
 def make_compute_metrics(tokenizer: Any) -> Callable[[Any], dict[str, float]]:
     """A ``compute_metrics`` for ``transformers.Trainer``: decode and score the answer span.
 
@@ -514,12 +507,7 @@ def make_compute_metrics(tokenizer: Any) -> Callable[[Any], dict[str, float]]:
                 hyp_ids = p[p >= 0]
             hyps.append(tok.decode(hyp_ids.tolist(), skip_special_tokens=True).strip())
             refs.append(tok.decode(ref_ids.tolist(), skip_special_tokens=True).strip())
-        s = summarize(hyps, refs)
-        return {
-            k: float(v)
-            for k, v in s.model_dump(exclude={"extra"}).items()
-            if v is not None and not k.startswith("n")
-        }
+        return _metric_values(summarize(hyps, refs))
 
     return compute
 
@@ -565,12 +553,7 @@ def generation_metrics(max_examples: int = 32, max_new_tokens: int = 24) -> Call
                 refs.append(ex.answer)
         finally:
             model.train(was_training)
-        s = summarize(hyps, refs)
-        return {
-            k: float(v)
-            for k, v in s.model_dump(exclude={"extra"}).items()
-            if v is not None and not k.startswith("n")
-        }
+        return _metric_values(summarize(hyps, refs))
 
     return compute
 

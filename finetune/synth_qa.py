@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from finetune.data import CAPTION_COLUMNS, IMAGE_COLUMNS, DataError, _pick, _read_rows
+from finetune.data import CAPTION_COLUMNS, IMAGE_COLUMNS, DataError, _pick, read_rows
 
 
 class CaptionRow(BaseModel):
@@ -99,7 +99,7 @@ def load_captions(path: str | Path) -> list[CaptionRow]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: captions file not found")
-    rows = _read_rows(path)
+    rows = read_rows(path)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     image_col, caption_col = _pick(columns, IMAGE_COLUMNS), _pick(columns, CAPTION_COLUMNS)
     if image_col is None or caption_col is None:

@@ -174,6 +174,10 @@ class UIConfig(_Section):
     )
     database_url: str | None = Field(default=None, description="default SQLite in data dir")
     max_upload_mb: int = Field(default=200, ge=1)
+    heatmap: bool = Field(
+        default=True,
+        description="show the vision model's attention heat-map with answers (a chat setting)",
+    )
     assistant: str = Field(
         default="agent.assistant:Assistant",
         description="module:Class answering the chat (a Settings -> Assistant-like class)",

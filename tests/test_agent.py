@@ -423,6 +423,19 @@ def test_turn_options_pick_sources_and_similar_k(settings, images):
     assert {s.kind for s in answer.sources} == {"arxiv"}
 
 
+def test_heatmap_option_adds_the_attention_figure(settings, images):
+    from PIL import Image
+
+    with Assistant(settings) as assistant:
+        plain = assistant.ask("Is there any necrosis?", [images["ihc"]])
+        answer = assistant.ask(
+            "Is there any necrosis?", thread_id=plain.thread_id, options=TurnOptions(heatmap=True)
+        )
+    assert "attention" not in plain.figures
+    heat = Image.open(answer.figures["attention"])
+    assert heat.size[0] > 0 and answer.models["vision"]
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 

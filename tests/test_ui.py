@@ -220,6 +220,7 @@ def test_image_summary_metadata_table_and_turn_options():
             "adapter": render.NO_ADAPTER,
             "quantization": "4bit",
             "similar_k": 5.0,
+            "heatmap": True,
         }
     )
     assert opts == {
@@ -228,6 +229,7 @@ def test_image_summary_metadata_table_and_turn_options():
         "vision_model": None,
         "adapter": None,
         "quantization": "4bit",
+        "heatmap": True,
     }
     assert render.turn_options(None)["sources"] is None  # None: as configured
     from agent.assistant import TurnOptions

@@ -133,6 +133,8 @@ def test_upload_png_and_dicom_ask_and_follow_up(app, browser, samples, shots):
     assert "Sources" in answer and "[1]" in answer
     overlay = page.locator(f"{ASSISTANT} img[alt='overlay']")
     assert overlay.count() == 1 and overlay.first.evaluate("i => i.naturalWidth") > 0
+    heat = page.locator(f"{ASSISTANT} img[alt='attention']")  # the heat-map switch is on
+    assert heat.count() == 1 and heat.first.evaluate("i => i.naturalWidth") > 0
     assert "/thread/" in page.url
     app["thread_url"] = page.url
     page.locator("[id^='step-measure']").first.click()

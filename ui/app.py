@@ -173,6 +173,11 @@ def _settings_widgets(values: dict[str, Any]) -> list[Any]:
             values=["none", "8bit", "4bit"],
             initial_value=values.get("quantization", s.vision.quantization),
         ),
+        Switch(
+            id="heatmap",
+            label="Show where the vision model looked (attention heat-map)",
+            initial=values.get("heatmap", s.ui.heatmap),
+        ),
         Slider(
             id="similar_k",
             label="Similar cases",

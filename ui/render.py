@@ -129,4 +129,5 @@ def turn_options(chat_settings: dict[str, Any] | None) -> dict[str, Any]:
         "vision_model": (cs.get("vision_model") or "").strip() or None,
         "adapter": None if adapter in (None, "", NO_ADAPTER) else adapter,
         "quantization": quant or None,
+        "heatmap": bool(cs.get("heatmap", False)),
     }

@@ -246,10 +246,7 @@ class LanceCollection(Collection):
         filters: dict[str, str] | None = None,
         tenant: str | None = None,
     ) -> list[Hit]:
-        spec = self.spec.vectors.get(target)
-        if spec is None:
-            raise RetrievalError(f"collection {self.name!r} has no {target!r} vectors")
-        q = as_matrix(np.asarray(vector).reshape(1, -1), spec.dim, target)[0]
+        q = self.query_vector(vector, target)
         rows = self._indexes_and_rows()[1]
         query = (
             self.table.search(q, vector_column_name=target)
@@ -276,9 +273,7 @@ class LanceCollection(Collection):
         filters: dict[str, str] | None = None,
         tenant: str | None = None,
     ) -> list[Hit]:
-        spec = self.spec.vectors.get(target)
-        if spec is None:
-            raise RetrievalError(f"collection {self.name!r} has no {target!r} vectors")
+        self.query_vector(vector, target)  # the same checks as search(), before any work
         if not self.has_index("caption"):
             self.finish()
         # Two ranked lists fused by reciprocal rank (what LanceDB's hybrid query does too),

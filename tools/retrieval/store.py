@@ -121,6 +121,13 @@ class Collection(ABC):
     name: str
     spec: CollectionSpec
 
+    def query_vector(self, vector: np.ndarray, target: str) -> np.ndarray:
+        """``vector`` checked against the collection's ``target`` vectors, as one float row."""
+        spec = self.spec.vectors.get(target)
+        if spec is None:
+            raise RetrievalError(f"collection {self.name!r} has no {target!r} vectors")
+        return as_matrix(np.asarray(vector).reshape(1, -1), spec.dim, target)[0]
+
     @abstractmethod
     def upsert(
         self,

@@ -157,10 +157,7 @@ class WeaviateCollection(Collection):
     ) -> list[Hit]:
         from weaviate.classes.query import MetadataQuery
 
-        spec = self.spec.vectors.get(target)
-        if spec is None:
-            raise RetrievalError(f"collection {self.name!r} has no {target!r} vectors")
-        q = as_matrix(np.asarray(vector).reshape(1, -1), spec.dim, target)[0]
+        q = self.query_vector(vector, target)
         res = self._t(tenant).query.near_vector(
             near_vector=q.tolist(),
             target_vector=target,
@@ -186,10 +183,7 @@ class WeaviateCollection(Collection):
     ) -> list[Hit]:
         from weaviate.classes.query import HybridFusion, MetadataQuery
 
-        spec = self.spec.vectors.get(target)
-        if spec is None:
-            raise RetrievalError(f"collection {self.name!r} has no {target!r} vectors")
-        q = as_matrix(np.asarray(vector).reshape(1, -1), spec.dim, target)[0]
+        q = self.query_vector(vector, target)
         res = self._t(tenant).query.hybrid(
             query=text,
             vector=q.tolist(),
