@@ -46,8 +46,13 @@ for module in (system, vision, measure, literature, retrieval, agent, ui, finetu
 
 def main() -> None:
     """Entry point: typed errors become one clear line and a non-zero exit, no traceback."""
+    import logging
+
     from litevlm.errors import LiteVLMError
 
+    # bitsandbytes warns on every import that it cannot fetch an optional CPU kernel from the
+    # Hub; the built-in kernel is used instead, so the line is noise in a command's output.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         app(standalone_mode=False)
     except LiteVLMError as e:
