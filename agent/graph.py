@@ -493,13 +493,13 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             name = images.get(rec["image"] or "", {}).get("name", "")
             key = "overlay" if "overlay" not in figures else f"overlay:{name}"
             figures[key] = out["overlay_path"]
-        if rec["tool"] == "vision" and out.get("heatmap_path"):
-            name = images.get(rec["image"] or "", {}).get("name", "")
-            key = "attention" if "attention" not in figures else f"attention:{name}"
-            figures[key] = out["heatmap_path"]
         if rec["tool"] == "vision" and out:
             models["vision"] = out.get("model_id", "")
             models["adapter"] = out.get("adapter") or "none"
+            if out.get("heatmap_path"):
+                name = images.get(rec["image"] or "", {}).get("name", "")
+                key = "attention" if "attention" not in figures else f"attention:{name}"
+                figures[key] = out["heatmap_path"]
     timings = dict(state.get("timings") or {})
     timings["verify"] = time.perf_counter() - t0
     for key in state.get("reused") or []:

@@ -525,6 +525,7 @@ def generation_metrics(max_examples: int = 32, max_new_tokens: int = 24) -> Call
 
         tok = getattr(processor, "tokenizer", processor)
         paligemma = getattr(model.config, "model_type", "") == "paligemma"
+        first = next(model.parameters())
         hyps, refs = [], []
         was_training = model.training
         model.eval()
@@ -540,12 +541,9 @@ def generation_metrics(max_examples: int = 32, max_new_tokens: int = 24) -> Call
                         add_generation_prompt=True,
                     )
                 inputs = processor(images=[image], text=[text], return_tensors="pt")
-                device = next(model.parameters()).device
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-                if "pixel_values" in inputs:
-                    dtype = next(model.parameters()).dtype
-                    if dtype.is_floating_point:
-                        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+                inputs = {k: v.to(first.device) for k, v in inputs.items()}
+                if "pixel_values" in inputs and first.dtype.is_floating_point:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(first.dtype)
                 with torch.no_grad():
                     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
                 new = out[0, inputs["input_ids"].shape[1] :]

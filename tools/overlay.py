@@ -48,13 +48,10 @@ def label_overlay(
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=-1)
     # Small images are enlarged (nearest neighbour) so that numbers and captions stay legible.
-    k = int(np.ceil(MIN_SIDE / max(labels.shape)))
-    if k > 1:
-        out = out.repeat(k, axis=0).repeat(k, axis=1)
-        labels = labels.repeat(k, axis=0).repeat(k, axis=1)
+    k = max(1, int(np.ceil(MIN_SIDE / max(labels.shape))))
+    out, labels = _enlarge(out, k), _enlarge(labels, k)
     if under is not None:
-        below = under[0].repeat(k, axis=0).repeat(k, axis=1) if k > 1 else under[0]
-        out[find_boundaries(below, mode="inner")] = under[1]
+        out[find_boundaries(_enlarge(under[0], k), mode="inner")] = under[1]
     out[find_boundaries(labels, mode="inner")] = color
     image = Image.fromarray(out)
     draw = ImageDraw.Draw(image)
@@ -71,6 +68,11 @@ def label_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def _enlarge(a: np.ndarray, k: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by ``k`` (no copy when k == 1: large images stay as is)."""
+    return a if k == 1 else a.repeat(k, axis=0).repeat(k, axis=1)
 
 
 def mask_overlay(

@@ -234,12 +234,11 @@ def _check_adapters(adapters: dict[str, str]) -> list[Check]:
 
 
 def _check_token(model_id: str) -> Check:
-    import os
-
     from huggingface_hub import get_token
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    mode = " (HF_HUB_OFFLINE is set: cache only)" if offline else ""
+    from litevlm.hub import offline
+
+    mode = " (HF_HUB_OFFLINE is set: cache only)" if offline() else ""
     if get_token():
         return Check("hf token", "ok", "a Hugging Face token is configured" + mode)
     if Path(model_id).expanduser().is_dir():
