@@ -36,6 +36,11 @@ class VisionConfig(_Section):
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    bnb_4bit_embeddings: bool = Field(
+        default=True,
+        description="4-bit also quantises the token embedding / LM head (false: keep them "
+        "in the compute dtype, about 1 GiB more for PaliGemma-3B)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
