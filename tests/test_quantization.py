@@ -215,3 +215,27 @@ def test_quantized_cpu_model_lets_go_of_the_checkpoint_mapping(
     tensors = list(plain.model.parameters())
     ranges = _checkpoint_ranges(checkpoint)  # an unquantised model is the mapping itself
     assert ranges and any(lo <= t.data_ptr() < hi for t in tensors for lo, hi in ranges)
+
+
+def test_adapter_that_trains_the_lm_head_gets_a_clear_hint(
+    varied_paligemma: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from litevlm.errors import ModelLoadError
+    from tools.vision import VisionModel
+
+    base = AutoModelForImageTextToText.from_pretrained(varied_paligemma)
+    cfg = LoraConfig(r=4, target_modules=["q_proj", "lm_head"], init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(tmp_path / "head")
+    vm = VisionModel(model=str(varied_paligemma), quantization="4bit", max_new_tokens=3)
+    with pytest.raises(ModelLoadError, match="bnb_4bit_embeddings = false"):
+        vm.load_adapter(tmp_path / "head", "head")
+    assert vm.answer(_image(), "how many cells?").tokens > 0  # the model is left as it was
+    unquantised = VisionModel(
+        model=str(varied_paligemma), quantization="4bit", bnb_4bit_embeddings=False
+    )
+    assert unquantised.load_adapter(tmp_path / "head", "head") == "head"
+    assert unquantised.answer(_image(), "how many cells?", adapter="head").tokens >= 0
