@@ -76,6 +76,26 @@ def test_cpu_packed_table_reads_the_same_rows(monkeypatch) -> None:
     assert not tq.Table4bit(_weight(300), "nf4", torch.bfloat16, cpu_packed=True).cpu_packed
 
 
+def test_an_unknown_cpu_layout_falls_back_to_row_major(monkeypatch, caplog) -> None:
+    """If a bitsandbytes release packs its CPU layout differently, lookups must not go wrong."""
+    import bitsandbytes.functional as bf
+
+    import tools.quantization as tq
+
+    real = bf._convert_weight_packed_for_cpu
+
+    def other_layout(q, state):
+        packed, state = real(q, state)
+        return packed.flip(0), state
+
+    monkeypatch.setattr(bf, "_convert_weight_packed_for_cpu", other_layout)
+    w = _weight(320)
+    table = tq.Table4bit(w, "nf4", torch.bfloat16, cpu_packed=True)
+    assert not table.cpu_packed
+    assert "falls back to the row-major layout" in caplog.text
+    assert torch.equal(table.rows_between(0, 320), _reference(w))
+
+
 @pytest.mark.skipif(
     not __import__("tools.quantization", fromlist=["x"])._cpu_kernel_available(),
     reason="bitsandbytes' fused 4-bit CPU kernel needs AVX512-BF16",

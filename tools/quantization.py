@@ -35,8 +35,14 @@ PACK_ROWS = 32  # bitsandbytes' CPU layout interleaves rows in groups of 32
 
 
 def _cpu_kernel_available() -> bool:
-    from bitsandbytes.functional import has_avx512bf16
-
+    """bitsandbytes' fused 4-bit CPU kernel and its weight layout (not in older releases)."""
+    try:
+        from bitsandbytes.functional import (
+            _convert_weight_packed_for_cpu,  # noqa: F401
+            has_avx512bf16,
+        )
+    except ImportError:
+        return False
     return bool(has_avx512bf16())
 
 
@@ -54,8 +60,6 @@ class Table4bit(nn.Module):
         dtype: torch.dtype | None = None,
         cpu_packed: bool | None = None,
     ) -> None:
-        from bitsandbytes.functional import _convert_weight_packed_for_cpu, quantize_4bit
-
         super().__init__()
         rows, dim = weight.shape
         self.rows, self.dim, self.quant_type = rows, dim, quant_type
@@ -63,32 +67,53 @@ class Table4bit(nn.Module):
         if cpu_packed is None:
             cpu_packed = weight.device.type == "cpu" and _cpu_kernel_available()
         self.cpu_packed = bool(cpu_packed) and rows % PACK_ROWS == 0
-        codes = torch.empty(rows * dim // 2, dtype=torch.uint8, device=weight.device)
-        blocks = dim // BLOCKSIZE
+        if self.cpu_packed and not self._fill(weight):
+            log.warning(
+                "bitsandbytes' CPU weight layout is not the one litevlm reads; the 4-bit LM head "
+                "falls back to the row-major layout (slower on CPU)"
+            )
+            self.cpu_packed = False
+        if not self.cpu_packed:
+            self._fill(weight)
+
+    def _fill(self, weight: torch.Tensor) -> bool:
+        """Quantise ``weight`` into the buffers, a chunk of rows at a time (all 527M values at
+        once need several GiB of temporaries); both layouts keep a chunk's bytes contiguous.
+        Packed: False if the first chunk does not read back as bitsandbytes dequantises it."""
+        from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+        rows, dim, blocks = self.rows, self.dim, self.dim // BLOCKSIZE
+        dev = weight.device
+        self.register_buffer("codes", torch.empty(rows * dim // 2, dtype=torch.uint8, device=dev))
         if self.cpu_packed:
-            absmax = torch.empty(blocks, rows, dtype=torch.bfloat16, device=weight.device)
+            self.register_buffer(
+                "absmax", torch.empty(blocks, rows, dtype=torch.bfloat16, device=dev)
+            )
         else:
-            absmax = torch.empty(rows * blocks, dtype=torch.float32, device=weight.device)
-        # A chunk of rows at a time: doing 527M values at once needs several GiB of temporaries.
-        # Both layouts keep a chunk's bytes contiguous (chunks are multiples of 32 rows).
+            self.register_buffer("absmax", torch.empty(rows * blocks, device=dev))
         for start in range(0, rows, CHUNK_ROWS):
             stop = min(rows, start + CHUNK_ROWS)
             q, state = quantize_4bit(
                 weight[start:stop].contiguous(),
                 blocksize=BLOCKSIZE,
                 compress_statistics=False,
-                quant_type=quant_type,
+                quant_type=self.quant_type,
             )
+            self.register_buffer("code", state.code)
             if self.cpu_packed:
+                from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+                expected = dequantize_4bit(q, state)[:PACK_ROWS] if start == 0 else None
                 q, state = _convert_weight_packed_for_cpu(q, state)
-                absmax[:, start:stop] = state.absmax
+                self.absmax[:, start:stop] = state.absmax
             else:
-                absmax[start * blocks : stop * blocks] = state.absmax
-            codes[start * dim // 2 : stop * dim // 2] = q.view(torch.uint8).reshape(-1)
-            code = state.code
-        self.register_buffer("codes", codes)
-        self.register_buffer("absmax", absmax)
-        self.register_buffer("code", code)
+                self.absmax[start * blocks : stop * blocks] = state.absmax
+            self.codes[start * dim // 2 : stop * dim // 2] = q.view(torch.uint8).reshape(-1)
+            if start == 0 and self.cpu_packed:
+                got = self._lookup_packed(torch.arange(PACK_ROWS, device=dev))
+                if not torch.allclose(got, expected.float(), rtol=1e-2, atol=1e-2):
+                    return False
+        return True
 
     def _state(self, absmax: torch.Tensor, n_rows: int) -> Any:
         from bitsandbytes.functional import QuantState
