@@ -280,7 +280,7 @@ SETTINGS = {
 }
 
 
-def _logit_fidelity(vm, reference: Path, device: str) -> dict:
+def _logit_fidelity(vm, reference: Path) -> dict:
     """Next-token logits on a fixed prompt; the bf16 run saves them, the others compare."""
     import torch
 
@@ -341,7 +341,7 @@ def full_size_worker(model_dir: str, label: str, device: str, new_tokens: int, i
     }
     if device == "cuda":
         out["cuda_allocated_gib"] = torch.cuda.memory_allocated() / 1024**3
-    out.update(_logit_fidelity(vm, Path(model_dir) / f"reference_logits_{device}.pt", device))
+    out.update(_logit_fidelity(vm, Path(model_dir) / f"reference_logits_{device}.pt"))
     if new_tokens:
         # Decoder speed: a short text prompt, no image (the 1024-token image prefill is timed
         # separately below, where asked for: on 2 shared CPU cores it takes many minutes).
@@ -453,6 +453,9 @@ def _print_tables(res: dict) -> None:
                 f"{r.get('logits_rel_err_vs_bf16', 0.0):>10.3f}"
                 f"{r.get('top1_agreement_vs_bf16', 1.0):>7.2f}"
             )
+        for r in f["runs"]:
+            if "image_latency_s" in r:
+                print(f"  {r['quantization']}: one 448 px describe {r['image_latency_s']:.1f} s")
         print("  GiB; resident = anonymous memory + checkpoint pages the tensors still map;")
         print("  VmRSS also counts shared-library pages (about 0.37 GiB in every row);")
         print("  steady: VmRSS after generating, once freed memory is handed back (as VisionModel")
