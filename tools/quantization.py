@@ -99,7 +99,8 @@ class Table4bit(nn.Module):
                 compress_statistics=False,
                 quant_type=self.quant_type,
             )
-            self.register_buffer("code", state.code)
+            if start == 0:
+                self.register_buffer("code", state.code)  # the 16 NF4 levels, same for every chunk
             if self.cpu_packed:
                 from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
