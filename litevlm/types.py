@@ -17,7 +17,9 @@ Modality = Literal[
     "PT", "NM", "MG", "OT", "unknown",
 ]  # fmt: skip
 
-SourceKind = Literal["vision", "measurement", "case", "pubmed", "arxiv", "web", "wikipedia"]
+SourceKind = Literal[
+    "vision", "measurement", "header", "case", "pubmed", "arxiv", "web", "wikipedia"
+]
 
 
 class LoadedImage(BaseModel):
@@ -83,6 +85,24 @@ class SimilarCase(BaseModel):
     match: str = Field(default="", description="image, text, hybrid or a fusion like image+text")
 
 
+class Fact(BaseModel):
+    """One citable fact a tool produced, typed: "242 nuclei", "tube voltage 150 kV".
+
+    Every tool's result is a list of these (besides its full typed output); the answer picks
+    the ones a question asks for and the verify step checks a sentence's numbers against the
+    facts of the sources it cites. Identifiers are never facts.
+    """
+
+    name: str = Field(description="machine name, e.g. count, kvp, pixel_spacing, h_score")
+    label: str = Field(default="", description="researcher's words, e.g. 'tube voltage'")
+    value: float | int | str | bool | list[float] | None = None
+    unit: str = Field(default="", description="kV, mm, um, um^2, per mm^2, %, ms, T, ...")
+    provenance: str = Field(
+        default="", description="where it comes from: image header, measurement, question, ..."
+    )
+    text: str = Field(default="", description="the fact in words: 'tube voltage 150 kV'")
+
+
 class Source(BaseModel):
     """One citable thing: a paper, a web page, a similar case, a tool's output."""
 
@@ -96,6 +116,7 @@ class Source(BaseModel):
     doi: str | None = None
     url: str | None = None
     snippet: str = ""
+    facts: list[Fact] = Field(default_factory=list, description="typed facts this source gives")
 
 
 class Answer(BaseModel):
