@@ -44,9 +44,9 @@ def test_set(tmp_path_factory):
 def test_load_test_set(test_set):
     xs = ev.load_test_set(test_set)
     assert len(xs) == 5
-    assert xs[0].image.endswith("cell.png") and xs[0].modality == "microscopy"
-    assert [x.answer_type for x in xs] == ["closed", "closed", "open", "description", "open"]
-    assert xs[3].keywords == ["DAB", "hematoxylin"]
+    assert xs[0].image.endswith("cell.png") and xs[0].meta["modality"] == "microscopy"
+    assert [ev.answer_type(x) for x in xs] == ["closed", "closed", "open", "description", "open"]
+    assert xs[3].meta["keywords"] == ["DAB", "hematoxylin"]
     assert len(ev.load_test_set(test_set, limit=2)) == 2
 
 
@@ -55,10 +55,10 @@ def test_load_test_set_errors(tmp_path):
         ev.load_test_set(tmp_path / "nope.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "x.png", "question": "q"}\n')
-    with pytest.raises(ev.EvalDataError, match=r"row 1 has no answer"):
+    with pytest.raises(ev.EvalDataError, match=r"bad.jsonl: .*answer"):
         ev.load_test_set(bad)
     bad.write_text('{"image": "x.png", "question": "q", "answer": "a"}\n')
-    with pytest.raises(ev.EvalDataError, match="image not found"):
+    with pytest.raises(ev.EvalDataError, match="row 1: image file not found"):
         ev.load_test_set(bad)
     bad.write_text("{oops\n")
     with pytest.raises(ev.EvalDataError, match="line 1 is not valid JSON"):
@@ -80,7 +80,7 @@ def test_load_vqa_rad_layout_through_finetune_loader(tmp_path):
     ]  # fmt: skip
     (tmp_path / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
     xs = ev.load_test_set(tmp_path)
-    assert [(x.question, x.question_type) for x in xs] == [
+    assert [(x.question, x.meta["question_type"]) for x in xs] == [
         ("is there a mass?", "closed"),
         ("where is it?", "open"),
     ]

@@ -1,4 +1,5 @@
-"""``litevlm eval`` (models side by side on a test set) and ``litevlm explain`` (attention map)."""
+"""``litevlm eval`` (models side by side on a test set), ``litevlm score`` (an answer file, no
+model) and ``litevlm explain`` (attention map)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from litevlm.commands.common import ConfigOption, print_json, settings
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
+    app.command("score")(score_cmd)
     app.command("explain")(explain_cmd)
+
+
+SCORING_HELP = (
+    "strict (ours: first option named, hedges wrong), llava-med (LLaVA-Med v1.0's published "
+    "scorer, quirks included) or medgemma (the MedGemma card's tokenised F1)"
+)
+JUDGE_HELP = (
+    "chat model that grades each answer for factuality: an init_chat_model string "
+    "(e.g. openai:gpt-4o-mini, ollama:qwen2.5) or an OpenAI-compatible URL "
+    "(http://127.0.0.1:8080/v1, model name after '#': URL#MODEL)"
+)
 
 
 def eval_cmd(
@@ -35,7 +48,18 @@ def eval_cmd(
         help="adapter directory per --model ('none' = base); one --model "
         "with several --adapter compares them",
     ),
-    label: list[str] = typer.Option([], "--label", help="column name per model/adapter pair"),
+    prompt: list[str] = typer.Option(
+        [],
+        "--prompt",
+        "-p",
+        help="prompt template, repeatable: PaliGemma prefix ('caption en', 'describe en', "
+        "'answer en {question}') or chat text with {question}; 'default' = the model's own",
+    ),
+    label: list[str] = typer.Option(
+        [], "--label", help="column name per model/adapter/prompt combination"
+    ),
+    scoring: str = typer.Option("strict", "--scoring", help=SCORING_HELP),
+    judge: str | None = typer.Option(None, "--judge", help=JUDGE_HELP),
     out: Path = typer.Option(Path("eval-report"), "--out", "-o", help="report folder"),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
@@ -49,10 +73,13 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Score model/adapter pairs side by side: accuracy, recall/F1, BLEU/ROUGE, latency, memory."""
+    """Score model/adapter/prompt combinations side by side: accuracy, recall/F1, BLEU/ROUGE,
+    latency, memory."""
     from finetune import evaluate as ev
+    from finetune.evaluate.scoring import check_scoring
     from litevlm.errors import LiteVLMError
 
+    check_scoring(scoring)
     s = settings(config)
     if max_new_tokens:
         s = s.model_copy(
@@ -65,9 +92,17 @@ def eval_cmd(
             data="", n_examples=0, satisfaction=ev.feedback_satisfaction(feedback)
         )
     else:
-        specs = ev.pair_specs(model or [s.vision.model], adapter, label)
+        specs = ev.pair_specs(model or [s.vision.model], adapter, label, prompt)
+        grader = _judge(judge)
         report = ev.evaluate(
-            data, specs, settings=s, batch_size=batch_size, limit=limit, feedback=feedback
+            data,
+            specs,
+            settings=s,
+            batch_size=batch_size,
+            limit=limit,
+            feedback=feedback,
+            scoring=scoring,
+            judge=grader,
         )
     paths = ev.write_report(report, out, plots=plots)
     if as_json:
@@ -76,8 +111,58 @@ def eval_cmd(
     if report.models:
         typer.echo(ev.markdown_table(report))
     if report.satisfaction:
-        typer.echo(ev._satisfaction_table(report.satisfaction))
+        from litevlm.render import markdown_table
+
+        typer.echo(markdown_table(ev.satisfaction_table(report.satisfaction)))
     typer.echo(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name})")
+
+
+def _judge(spec: str | None):
+    if not spec:
+        return None
+    from finetune.evaluate.judge import Judge
+
+    return Judge.from_spec(spec)
+
+
+def score_cmd(
+    predictions: Path = typer.Argument(
+        ...,
+        help="JSONL, one answer a line: question, answer (reference), prediction, "
+        "answer_type (closed/open)[, options, id]",
+    ),
+    scoring: str = typer.Option("strict", "--scoring", help=SCORING_HELP),
+    judge: str | None = typer.Option(None, "--judge", help=JUDGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the figures and every row as JSON"),
+) -> None:
+    """Score answers already generated (ours or another system's) without loading a model."""
+    from finetune.evaluate.data import load_answers
+    from finetune.evaluate.scoring import check_scoring, score_answers
+
+    check_scoring(scoring)
+    rows = load_answers(predictions)
+    result = score_answers(rows, scoring)
+    grader = _judge(judge)
+    if grader is not None:
+        result |= grader.grade_answer_rows(rows, result["examples"])
+    if as_json:
+        print_json(result)
+        return
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.2f}"
+
+    typer.echo(f"{predictions} ({result['n']} answers), scoring {scoring}")
+    typer.echo(f"closed accuracy  {pct(result['closed_accuracy'])}  (n={result['n_closed']})")
+    typer.echo(f"open recall      {pct(result['open_recall'])}  (n={result['n_open']})")
+    typer.echo(f"open F1          {pct(result['open_f1'])}")
+    typer.echo(f"tokenized F1     {pct(result['tokenized_f1'])}  (all questions)")
+    if "judge" in result:
+        j = result["judge"]
+        typer.echo(
+            f"judge {j['model']}: mean {pct(j['mean_score'])}, agrees with tokens "
+            f"{pct(j['agreement'])} (n={j['n_compared']})"
+        )
 
 
 def explain_cmd(
@@ -101,11 +186,11 @@ def explain_cmd(
             f"{method!r}: use one of {', '.join(METHODS)}", param_hint="--method"
         )
     s = settings(config)
-    from finetune.evaluate import _adapter_name, load_vision_model
+    from finetune.evaluate.vision import adapter_name, load_vision_model
 
     loaded = load_image(image)  # a bad file fails before the model loads
     vm = load_vision_model(model or s.vision.model, s, attn_implementation="eager")
-    name = _adapter_name(vm, adapter) if adapter else None
+    name = adapter_name(vm, adapter) if adapter else None
     amap = attention_map(vm, loaded, question, method, max_new_tokens=max_new_tokens, adapter=name)
     path = amap.save_overlay(out)
     info = {
