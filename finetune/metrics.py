@@ -146,8 +146,11 @@ def answer_tokens(text: str) -> list[str]:
     return normalize_answer(text).split()
 
 
-def infer_answer_type(reference: str, question_type: str | None = None) -> AnswerType:
-    """Closed if the type says so or the reference is yes/no; description if long; else open."""
+def infer_answer_type(
+    reference: str, question_type: str | None = None, options: Sequence[str] | None = None
+) -> AnswerType:
+    """Closed if the type says so, options are given or the reference is yes/no; description
+    if long; else open."""
     qt = (question_type or "").strip().lower()
     if qt in CLOSED_TYPES:
         return "closed"
@@ -155,6 +158,8 @@ def infer_answer_type(reference: str, question_type: str | None = None) -> Answe
         return "description"
     if qt == "open":
         return "open"
+    if options:
+        return "closed"
     norm = normalize_answer(reference)
     if norm in YES_NO:
         return "closed"
@@ -291,7 +296,7 @@ def score_example(
     keywords: Sequence[str] | None = None,
     options: Sequence[str] | None = None,
 ) -> ExampleScore:
-    kind = infer_answer_type(reference, question_type)
+    kind = infer_answer_type(reference, question_type, options)
     return ExampleScore(
         answer_type=kind,
         closed_correct=closed_correct(prediction, reference, options) if kind == "closed" else None,

@@ -91,7 +91,7 @@ def listish(v: Any) -> list[str] | None:
 
 
 def answer_type(e: Example) -> str:
-    return infer_answer_type(e.answer, e.meta.get("question_type"))
+    return infer_answer_type(e.answer, e.meta.get("question_type"), e.meta.get("options"))
 
 
 # ---------------------------------------------------------------- answer files
