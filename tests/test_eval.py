@@ -236,3 +236,25 @@ def test_cli_eval_and_explain(
     assert np.load(info["array"]).shape == Image.open(img).size[::-1]
     res = runner.invoke(app, ["explain", str(img), "--method", "gradcam"])
     assert res.exit_code != 0
+
+
+def test_prompt_experiments_side_by_side(tiny_paligemma, test_set):
+    from finetune.evaluate.vision import prompt_for
+    from litevlm.config import load_settings
+
+    s = load_settings(vision={"model": str(tiny_paligemma), "max_new_tokens": 3})
+    prompts = ["answer en {question}", "caption en", "default"]
+    specs = ev.pair_specs([str(tiny_paligemma)], [], prompts=prompts)
+    assert [x.prompt for x in specs] == ["answer en {question}", "caption en", None]
+    report = ev.evaluate(test_set, specs, settings=s, batch_size=2, limit=2, progress=False)
+    names = [m.spec.name() for m in report.models]
+    assert names[0].endswith("[answer en {question}]") and names[1].endswith("[caption en]")
+    for m in report.models:  # generation time per prompt
+        assert m.timing.n == 2 and m.timing.total_s > 0
+    # the explicit PaliGemma answer prefix is what the default prompt sends
+    assert [p.prediction for p in report.models[0].predictions] == [
+        p.prediction for p in report.models[2].predictions
+    ]
+    assert prompt_for(object(), "how many cells?", "Q: {question} A:") == "Q: how many cells? A:"
+    with pytest.raises(LiteVLMError, match="label"):
+        ev.pair_specs(["M"], [], ["one"], prompts=["caption en", "describe en"])

@@ -32,7 +32,7 @@ class Verdict(BaseModel):
     """An LLM judge's reading of one answer against the reference (see docs/evaluation.md)."""
 
     verdict: str  # correct | partially_correct | incorrect
-    score: float  # 1, 0.5, 0
+    score: float | None  # 1, 0.5, 0; None when the reply could not be read
     errors: int = 0  # clinically significant errors (LLaVA-Rad's G-Rad style count)
     reasons: str = ""
 

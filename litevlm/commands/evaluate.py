@@ -60,6 +60,9 @@ def eval_cmd(
     ),
     scoring: str = typer.Option("strict", "--scoring", help=SCORING_HELP),
     judge: str | None = typer.Option(None, "--judge", help=JUDGE_HELP),
+    judge_timeout: float = typer.Option(
+        120.0, "--judge-timeout", min=1, help="seconds the judge may take per answer"
+    ),
     out: Path = typer.Option(Path("eval-report"), "--out", "-o", help="report folder"),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1),
@@ -93,7 +96,7 @@ def eval_cmd(
         )
     else:
         specs = ev.pair_specs(model or [s.vision.model], adapter, label, prompt)
-        grader = _judge(judge)
+        grader = _judge(judge, judge_timeout)
         report = ev.evaluate(
             data,
             specs,
@@ -117,12 +120,12 @@ def eval_cmd(
     typer.echo(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name})")
 
 
-def _judge(spec: str | None):
+def _judge(spec: str | None, timeout_s: float):
     if not spec:
         return None
     from finetune.evaluate.judge import Judge
 
-    return Judge.from_spec(spec)
+    return Judge.from_spec(spec, timeout_s=timeout_s)
 
 
 def score_cmd(
@@ -133,6 +136,9 @@ def score_cmd(
     ),
     scoring: str = typer.Option("strict", "--scoring", help=SCORING_HELP),
     judge: str | None = typer.Option(None, "--judge", help=JUDGE_HELP),
+    judge_timeout: float = typer.Option(
+        120.0, "--judge-timeout", min=1, help="seconds the judge may take per answer"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the figures and every row as JSON"),
 ) -> None:
     """Score answers already generated (ours or another system's) without loading a model."""
@@ -142,7 +148,7 @@ def score_cmd(
     check_scoring(scoring)
     rows = load_answers(predictions)
     result = score_answers(rows, scoring)
-    grader = _judge(judge)
+    grader = _judge(judge, judge_timeout)
     if grader is not None:
         result |= grader.grade_answer_rows(rows, result["examples"])
     if as_json:
