@@ -233,6 +233,9 @@ def test_cli_eval_and_explain(
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["method"] == "rollout" and heat.is_file()
+    assert len(info["tokens"]) >= 1 and "map" in info["tokens"][0]
+    o = info["objects"]  # the cells segmented as `litevlm measure` does
+    assert o["n_objects"] > 0 and 0 <= o["on_objects"] <= 1 and 0 < o["object_area"] < 1
     assert np.load(info["array"]).shape == Image.open(img).size[::-1]
     res = runner.invoke(app, ["explain", str(img), "--method", "gradcam"])
     assert res.exit_code != 0

@@ -179,12 +179,23 @@ def explain_cmd(
     model: str | None = typer.Option(None, "--model", "-m", help="default: [vision] model"),
     adapter: str | None = typer.Option(None, "--adapter", "-a", help="adapter directory or name"),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1),
+    word: str | None = typer.Option(
+        None, "--word", "-w", help="map only the tokens of this word of the answer"
+    ),
+    objects: bool = typer.Option(
+        True,
+        "--objects/--no-objects",
+        help="score the map against the objects segmented as `litevlm measure` does "
+        "(attention share on objects, pointing game)",
+    ),
     save_array: bool = typer.Option(False, "--save-array", help="also write the heat-map as .npy"),
     as_json: bool = typer.Option(False, "--json"),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Where the model looked when answering: attention heat-map over the image."""
-    from tools.explain import METHODS, attention_map
+    """Where the model looked when answering: attention heat-map over the image, per word."""
+    import numpy as np
+
+    from tools.explain import METHODS, attention_map, attention_on_objects, object_mask
     from tools.images import load_image
 
     if method not in METHODS:
@@ -197,20 +208,37 @@ def explain_cmd(
     loaded = load_image(image)  # a bad file fails before the model loads
     vm = load_vision_model(model or s.vision.model, s, attn_implementation="eager")
     name = adapter_name(vm, adapter) if adapter else None
-    amap = attention_map(vm, loaded, question, method, max_new_tokens=max_new_tokens, adapter=name)
+    full = attention_map(vm, loaded, question, method, max_new_tokens=max_new_tokens, adapter=name)
+    amap = full.for_word(word) if word else full
     path = amap.save_overlay(out)
+    mask, n_objects = object_mask(loaded) if objects else (None, 0)
+
+    def on_objects(grid):
+        return attention_on_objects(grid, mask, n_objects).as_dict() if mask is not None else None
+
+    per_token = full.per_token if full.per_token is not None else []
     info = {
         "overlay": str(path),
         "method": method,
         "question": question,
         "answer": amap.answer,
+        "word": word,
         "peak_patch": amap.peak(),
         "grid": list(amap.grid.shape),
+        "objects": on_objects(amap.grid),
+        "words": amap.words(),
+        "tokens": [
+            {
+                "token": t,
+                "peak_patch": [int(i) for i in np.unravel_index(int(g.argmax()), g.shape)],
+                "objects": on_objects(g),
+                "map": np.round(g, 5).tolist(),
+            }
+            for t, g in zip(full.tokens, per_token, strict=False)
+        ],
         "seconds": round(amap.seconds, 3),
     }
     if save_array:
-        import numpy as np
-
         npy = path.with_suffix(".npy")
         np.save(npy, amap.heatmap)
         info["array"] = str(npy)
@@ -218,3 +246,10 @@ def explain_cmd(
         print_json(info)
     else:
         typer.echo(f"answer: {amap.answer!r}\noverlay: {path} (peak patch {amap.peak()})")
+        if info["objects"]:
+            o = info["objects"]
+            typer.echo(
+                f"attention on objects: {o['on_objects']:.2f} of the mass on "
+                f"{o['object_area']:.2f} of the image ({o['n_objects']} objects), peak on an "
+                f"object: {'yes' if o['pointing_hit'] else 'no'}"
+            )
