@@ -261,3 +261,22 @@ def test_prompt_experiments_side_by_side(tiny_paligemma, test_set):
     assert prompt_for(object(), "how many cells?", "Q: {question} A:") == "Q: how many cells? A:"
     with pytest.raises(LiteVLMError, match="label"):
         ev.pair_specs(["M"], [], ["one"], prompts=["caption en", "describe en"])
+
+
+def test_slake_split_file_is_read_as_slake(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    (tmp_path / "imgs" / "xmlab1").mkdir(parents=True)
+    Image.fromarray(data.cell()).save(tmp_path / "imgs" / "xmlab1" / "source.jpg")
+    rows = [
+        {"img_name": "xmlab1/source.jpg", "question": "Which side?", "answer": "Left",
+         "answer_type": "CLOSED", "q_lang": "en", "modality": "CT", "qid": 7},
+        {"img_name": "xmlab1/source.jpg", "question": "哪边?", "answer": "左",
+         "answer_type": "CLOSED", "q_lang": "zh", "modality": "CT", "qid": 8},
+    ]  # fmt: skip
+    (tmp_path / "test.json").write_text(json.dumps(rows))
+    xs = ev.load_test_set(tmp_path / "test.json")
+    assert [(x.meta["id"], x.meta["question_type"], x.meta["modality"]) for x in xs] == [
+        ("7", "closed", "CT")
+    ]

@@ -32,8 +32,10 @@ def load_test_set(path: str | Path, limit: int | None = None) -> list[Example]:
     p = Path(path).expanduser()
     if not p.exists():
         raise EvalDataError(f"{p}: test set not found", "pass --data a JSONL/CSV file or folder")
+    # One split file of SLAKE (test.json beside imgs/) is read with SLAKE's layout.
+    slake = p.is_file() and p.suffix == ".json" and (p.parent / "imgs").is_dir()
     try:
-        examples = load_examples(DataConfig(path=str(p)))
+        examples = load_examples(DataConfig(path=str(p), layout="slake" if slake else "auto"))
     except DataError as e:
         raise EvalDataError(e.message, e.hint) from None
     out = [_with_eval_meta(e, i) for i, e in enumerate(examples, 1)]
