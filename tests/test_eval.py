@@ -280,3 +280,26 @@ def test_slake_split_file_is_read_as_slake(tmp_path):
     assert [(x.meta["id"], x.meta["question_type"], x.meta["modality"]) for x in xs] == [
         ("7", "closed", "CT")
     ]
+
+
+def test_judge_verdicts_reach_the_report(tiny_paligemma, test_set, tmp_path):
+    """Plumbing only (the real local judge is in test_eval_judge.py): verdicts land per
+    prediction, in the summary and in the report's tables."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from finetune.evaluate.judge import Judge
+    from litevlm.config import load_settings
+
+    replies = iter(
+        [AIMessage('{"verdict": "incorrect", "errors": 1, "reasons": "wrong organ"}')] * 3
+    )
+    judge = Judge(GenericFakeChatModel(messages=replies), "fake")
+    s = load_settings(vision={"model": str(tiny_paligemma), "max_new_tokens": 2})
+    specs = ev.pair_specs([str(tiny_paligemma)], [])
+    report = ev.evaluate(test_set, specs, settings=s, limit=3, progress=False, judge=judge)
+    m = report.models[0]
+    assert [p.judge.verdict for p in m.predictions] == ["incorrect"] * 3
+    assert m.judge.n == 3 and m.judge.errors == 3 and m.judge.mean_score == 0.0
+    md = ev.write_report(report, tmp_path / "rep", plots=False)["markdown"].read_text()
+    assert "LLM judge" in md and "wrong organ" in md
