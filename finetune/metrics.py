@@ -119,11 +119,19 @@ def normalize_answer(text: str) -> str:
 
 
 def _numbers_as_digits(tokens: list[str]) -> list[str]:
-    """Runs of number words as one number: "two" -> "2", "twenty one" -> "21"."""
+    """Runs of number words as one number: "two" -> "2", "one hundred and five" -> "105"."""
     out: list[str] = []
     total = current = 0
     run = False
-    for t in [*tokens, ""]:
+    padded = [*tokens, ""]
+    for i, t in enumerate(padded):
+        after_scale = run and i > 0 and padded[i - 1] in _SCALES
+        if (
+            t == "and"
+            and after_scale
+            and (padded[i + 1] in _NUMBER_WORDS or padded[i + 1] in _TENS)
+        ):
+            continue  # "hundred and five" stays one number
         if t in _NUMBER_WORDS or t in _TENS or (t in _SCALES and run):
             run = True
             if t in _SCALES:

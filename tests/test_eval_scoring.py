@@ -93,6 +93,8 @@ def test_strict_hedges_and_numbers():
     assert normalize_answer("two nodules") == "2 nodules"
     assert normalize_answer("1,000") == normalize_answer("1000") == "1000"
     assert normalize_answer("twenty-one") == "21"
+    assert normalize_answer("one hundred and five cells") == "105 cells"
+    assert normalize_answer("bread and butter") == "bread and butter"
     assert score_one("two", "2", "open").exact_match == 1.0
 
 
