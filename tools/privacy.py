@@ -36,9 +36,11 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 # DICOM keywords whose values are person names (PN).
@@ -100,7 +102,10 @@ def _fold_map(text: str) -> tuple[str, list[int]]:
             src.append(i)
     folded = "".join(chars)
     # Drop the "e" of ae/oe/ue; keep the index map aligned.
-    keep = [j for j, c in enumerate(folded) if not (c == "e" and j and folded[j - 1] in "aou")]
+    keep: list[int] = []
+    for j, c in enumerate(folded):
+        if not (c == "e" and keep and folded[keep[-1]] in "aou"):
+            keep.append(j)
     if len(keep) == len(folded):
         return folded, src
     return "".join(folded[j] for j in keep), [src[j] for j in keep]
@@ -458,29 +463,48 @@ def display_name(name: str, identifiers: Mapping[str, Any] | Redactor | None) ->
     return f"{clean_stem}{dot}{suffix}"
 
 
+def display_path(path: str | Path, identifiers: Mapping[str, Any] | Redactor | None) -> str:
+    """A path fit to show: each folder and the file name cleaned like ``display_name``."""
+    p = Path(path)
+    r = redactor(identifiers)
+    if not r:
+        return str(p)
+    parts = [p.anchor] if p.anchor else []
+    parts += [display_name(part, r) for part in p.parts[len(parts) :]]
+    return str(Path(*parts)) if parts else str(p)
+
+
 # -- logs ------------------------------------------------------------------------------------
 
 
 class RedactingFilter(logging.Filter):
-    """Redacts log records against the identifiers of the images this process has loaded.
+    """Redacts log records against the identifiers of the images this process loaded last.
 
-    A log line can carry a question, a file name or an exception text, so the filter formats
-    the record and cleans the message (and the exception text) before any handler writes it.
-    The identifiers it knows are added with ``remember`` by the image loader's callers.
+    A log line can carry a question, a file name or an exception text, so the record's message
+    (and its exception text) is formatted and cleaned before any handler sees it. It keeps the
+    identifiers of the last ``keep`` images: a long-running server indexing thousands of files
+    must not slow every log line down with all of them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 256) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._ids: dict[str, str] = {}
+        self._recent: OrderedDict[tuple[tuple[str, str], ...], None] = OrderedDict()
+        self._keep = keep
         self._r = Redactor()
 
     def remember(self, identifiers: Mapping[str, Any] | None) -> None:
         if not identifiers:
             return
+        key = tuple(sorted((str(k), str(v)) for k, v in identifiers.items() if v is not None))
         with self._lock:
-            self._ids = merge(self._ids, identifiers)
-            self._r = redactor(self._ids)
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return
+            self._recent[key] = None
+            while len(self._recent) > self._keep:
+                self._recent.popitem(last=False)
+            self._r = redactor(merge(*(dict(k) for k in self._recent)))
 
     def filter(self, record: logging.LogRecord) -> bool:
         r = self._r
@@ -500,22 +524,32 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# One per process: log records can come from any thread and any module, and the filter must
-# know every image loaded so far. Installed on the root logger's handlers by ``install``.
+# One per process: records come from any thread and module, and must be cleaned of every image
+# loaded so far whatever handlers the application (CLI, Chainlit, uvicorn) sets up.
 LOG_FILTER = RedactingFilter()
+_installed = threading.Lock()
+_factory: list[Any] = []
+
+
+def install() -> None:
+    """Clean every log record at creation (a record factory sees the records of all loggers and
+    handlers, also those configured later). Idempotent."""
+    with _installed:
+        if _factory:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            LOG_FILTER.filter(record)
+            return record
+
+        _factory.append(factory)
+        logging.setLogRecordFactory(factory)
 
 
 def remember(identifiers: Mapping[str, Any] | None) -> None:
-    """Let the log filter know the identifiers of an image that was loaded."""
-    LOG_FILTER.remember(identifiers)
-
-
-def install(loggers: Iterable[logging.Logger | logging.Handler] = ()) -> None:
-    """Attach the log filter to the root logger's handlers and to ``loggers``' handlers (a
-    filter on a handler sees records from every child logger; one on a logger would not)."""
-    targets = [*logging.getLogger().handlers]
-    for lg in loggers:
-        targets += lg.handlers if isinstance(lg, logging.Logger) else [lg]
-    for h in targets:
-        if LOG_FILTER not in h.filters:
-            h.addFilter(LOG_FILTER)
+    """Let the log redaction know the identifiers of an image that was loaded."""
+    if identifiers:
+        install()
+        LOG_FILTER.remember(identifiers)
