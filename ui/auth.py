@@ -14,7 +14,11 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 from litevlm.errors import ConfigError
 
@@ -22,17 +26,18 @@ LOCAL_USER = "local"
 SECRET_ENV = "CHAINLIT_AUTH_SECRET"
 
 
-def check_password(users: dict[str, str], username: str, password: str) -> bool:
+def check_password(users: Mapping[str, SecretStr | str], username: str, password: str) -> bool:
     """True when ``username`` is configured and ``password`` matches (constant time)."""
     expected = users.get(username)
     if expected is None:
         # Compare anyway so that timing does not tell which usernames exist.
         hmac.compare_digest(password.encode(), secrets.token_hex(16).encode())
         return False
-    return hmac.compare_digest(password.encode(), expected.encode())
+    value = expected.get_secret_value() if isinstance(expected, SecretStr) else expected
+    return hmac.compare_digest(password.encode(), value.encode())
 
 
-def validate_users(auth: bool, users: dict[str, str]) -> None:
+def validate_users(auth: bool, users: Mapping[str, Any]) -> None:
     if auth and not users:
         raise ConfigError(
             "[ui] auth = true but [ui] users is empty: nobody could log in",
