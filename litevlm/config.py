@@ -177,6 +177,11 @@ class UIConfig(_Section):
     users: dict[str, SecretStr] = Field(
         default_factory=dict, description="username -> password (or env LITEVLM_UI__USERS)"
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="other origins browsers may call the server from (e.g. a proxy's "
+        "https://chat.example.org); the server's own origin is always allowed",
+    )
     database_url: str | None = Field(default=None, description="default SQLite in data dir")
     max_upload_mb: int = Field(default=200, ge=1)
     heatmap: bool = Field(

@@ -27,7 +27,7 @@ from chainlit.utils import utc_now
 from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
-from ui import auth, render
+from ui import auth, render, security
 from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, ui_dir
 
 log = logging.getLogger("litevlm.ui")
@@ -87,6 +87,7 @@ async def _startup() -> None:
 
 
 if STATE.settings.ui.auth:
+    # Failed logins are throttled per user and client by ui/security.py's middleware.
 
     @cl.password_auth_callback
     async def _password_login(username: str, password: str) -> cl.User | None:
@@ -138,6 +139,25 @@ def _register_files_route() -> None:
 
 
 _register_files_route()
+
+
+def _add_security_middleware() -> None:
+    """Refuse what a browser sent from another origin; throttle failed logins (security.py)."""
+    from chainlit.config import config
+    from chainlit.server import app
+
+    app.add_middleware(
+        security.LoginThrottleMiddleware,
+        throttle=security.LoginThrottle(),
+        path=f"{config.run.root_path}/login",
+    )
+    # Added last, so it runs first: a foreign request is refused before anything else.
+    app.add_middleware(
+        security.SameOriginMiddleware, allowed_origins=STATE.settings.ui.allowed_origins
+    )
+
+
+_add_security_middleware()
 
 
 # ---------------------------------------------------------------- settings panel

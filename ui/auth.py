@@ -11,6 +11,7 @@ random secret is created once in the data directory (mode 0600), so logins survi
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -31,10 +32,15 @@ def check_password(users: Mapping[str, SecretStr | str], username: str, password
     expected = users.get(username)
     if expected is None:
         # Compare anyway so that timing does not tell which usernames exist.
-        hmac.compare_digest(password.encode(), secrets.token_hex(16).encode())
+        hmac.compare_digest(_digest(password), _digest(secrets.token_hex(16)))
         return False
     value = expected.get_secret_value() if isinstance(expected, SecretStr) else expected
-    return hmac.compare_digest(password.encode(), value.encode())
+    # Digests have one length: the comparison time tells nothing about the password's length.
+    return hmac.compare_digest(_digest(password), _digest(value))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 def validate_users(auth: bool, users: Mapping[str, Any]) -> None:
