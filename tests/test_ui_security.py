@@ -149,3 +149,14 @@ def test_server_throttles_wrong_passwords(server):
     locked = _login(server, "alice", "a-long-password")  # even the right one, while locked
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
     assert "too many failed logins" in locked.text
+
+
+def test_docker_compose_keeps_weaviate_local_and_behind_a_key():
+    import yaml
+
+    weaviate = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["weaviate"]
+    assert all(p.startswith("127.0.0.1:") for p in weaviate["ports"])
+    env = weaviate["environment"]
+    assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    assert env["AUTHENTICATION_APIKEY_ENABLED"] == "true"
+    assert env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"].startswith("${WEAVIATE_API_KEY:?")

@@ -266,6 +266,7 @@ def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict,
 async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
     """Check, load and show each attachment; return the numbers of the images added."""
     from tools.images import SUPPORTED_SUFFIXES
+    from tools.privacy import display_name
 
     limit_mb = STATE.settings.ui.max_upload_mb
     thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
@@ -299,6 +300,8 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
             log.exception("loading upload %s", name)
             await _notice(f"**{name}** could not be read: {type(e).__name__}: {e}")
             continue
+        # A file name can carry the patient's name or ID: shown and kept without them.
+        name = record["name"] = display_name(name, loaded.identifiers)
         images.append(record)
         added.append(n)
         meta = dict(loaded.metadata)
