@@ -77,8 +77,6 @@ _FOLD = str.maketrans(
 _DIGRAPHS = re.compile(r"(?<=[aou])e")  # German transliteration: ae = ä, oe = ö, ue = ü
 _TOKEN = re.compile(r"[^\W_]+")  # letters and digits; "_" separates like "-" and "."
 _DA = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
-_SEP = r"[\s_.\-/,]"
-_MONTHS_DE = {3: "märz|maerz|marz", 5: "mai", 6: "juni", 7: "juli", 10: "oktober", 12: "dezember"}
 
 
 # -- folding ---------------------------------------------------------------------------------
@@ -90,25 +88,31 @@ def fold(text: str) -> str:
     return _fold_map(text)[0]
 
 
-def _fold_map(text: str) -> tuple[str, list[int]]:
-    """The folded text and, for each folded character, the index of its source character."""
-    chars: list[str] = []
-    src: list[int] = []
-    for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKD", ch.lower().translate(_FOLD)):
-            if unicodedata.combining(c):
-                continue
-            chars.append(c)
-            src.append(i)
-    folded = "".join(chars)
-    # Drop the "e" of ae/oe/ue; keep the index map aligned.
+@lru_cache(maxsize=65536)
+def _fold_map(text: str) -> tuple[str, tuple[int, ...]]:
+    """The folded text and, for each folded character, the index of its source character.
+    Cached: the same tokens come back in every answer and log line."""
+    if text.isascii():
+        folded, src = text.lower(), tuple(range(len(text)))
+    else:
+        chars: list[str] = []
+        index: list[int] = []
+        for i, ch in enumerate(text):
+            for c in unicodedata.normalize("NFKD", ch.lower().translate(_FOLD)):
+                if not unicodedata.combining(c):
+                    chars.append(c)
+                    index.append(i)
+        folded, src = "".join(chars), tuple(index)
+    if "e" not in folded:
+        return folded, src
+    # Drop the "e" of ae/oe/ue (and of "aee"...); keep the index map aligned.
     keep: list[int] = []
     for j, c in enumerate(folded):
         if not (c == "e" and keep and folded[keep[-1]] in "aou"):
             keep.append(j)
     if len(keep) == len(folded):
         return folded, src
-    return "".join(folded[j] for j in keep), [src[j] for j in keep]
+    return "".join(folded[j] for j in keep), tuple(src[j] for j in keep)
 
 
 def _atoms(text: str) -> list[str]:
@@ -144,32 +148,62 @@ def _values(value: str) -> list[str]:
     return [v.strip() for v in value.split("\\") if v.strip()]
 
 
-def _date_pattern(y: int, m: int, d: int) -> str:
-    yy = f"{y % 100:02d}"
-    Y = rf"(?:{y}|'?{yy})"
-    D, M = rf"0?{d}", rf"0?{m}"
-    dd, mm = f"{d:02d}", f"{m:02d}"
-    th = r"(?:st|nd|rd|th|\.)?"
-    names = [calendar.month_name[m], calendar.month_abbr[m]]
-    if m == 9:
-        names.append("sept")
-    mon = "(?:" + "|".join(names) + (f"|{_MONTHS_DE[m]}" if m in _MONTHS_DE else "") + r")\.?"
-    s, w = _SEP, r"[\s_.\-/,]*"
-    forms = [
-        # numeric with separators: D M Y, M D Y, Y M D
-        rf"{D}{s}{{1,2}}{M}{s}{{1,2}}{Y}",
-        rf"{M}{s}{{1,2}}{D}{s}{{1,2}}{Y}",
-        rf"{Y}{s}{{1,2}}{M}{s}{{1,2}}{D}",
-        # compact, zero-padded
-        rf"{dd}{mm}(?:{y}|{yy})",
-        rf"{mm}{dd}(?:{y}|{yy})",
-        rf"(?:{y}|{yy}){mm}{dd}",
-        # written
-        rf"{D}{th}(?:{w}of)?{w}{mon}{w}{Y}",
-        rf"{mon}{w}{D}{th}{w}{Y}",
-        rf"{Y}{w}{mon}{w}{D}{th}",
-    ]
-    return r"(?<![\d])(?:" + "|".join(forms) + r")(?!\d)"
+# Month names (English, German) -> month number; matched case-insensitively after folding.
+_MONTH_NAMES: dict[str, int] = {}
+for _m in range(1, 13):
+    for _name in (calendar.month_name[_m], calendar.month_abbr[_m]):
+        _MONTH_NAMES[fold(_name)] = _m
+_MONTH_NAMES.update(
+    {"sept": 9, "marz": 3, "mai": 5, "juni": 6, "juli": 7, "okt": 10, "oktober": 10, "dez": 12}
+)
+_MONTH_NAMES["dezember"] = 12
+_MON = "(?:" + "|".join(sorted([*_MONTH_NAMES, "märz", "maerz"], key=len, reverse=True)) + r")\.?"
+_TH = r"(?:st|nd|rd|th|\.)?"
+_W = r"[\s_.\-/,]*"
+_S = r"[\s_.\-/,]{1,2}"
+# Any date-like text; each candidate is then compared with the identifiers' dates. One scan per
+# text whatever the number of dates (a long-running server knows hundreds).
+_DATE_FINDER = re.compile(
+    "|".join(
+        [
+            rf"(?P<n1>\d{{1,4}}){_S}(?P<n2>\d{{1,2}}){_S}'?(?P<n3>\d{{1,4}})",
+            r"(?P<c>\d{6}|\d{8})",
+            rf"(?P<d1>\d{{1,2}}){_TH}(?:{_W}of)?{_W}(?P<m1>{_MON}){_W}'?(?P<y1>\d{{2,4}})",
+            rf"(?P<m2>{_MON}){_W}(?P<d2>\d{{1,2}}){_TH}{_W}'?(?P<y2>\d{{2,4}})",
+            rf"(?P<y3>\d{{4}}){_W}(?P<m3>{_MON}){_W}(?P<d3>\d{{1,2}}){_TH}",
+        ]
+    ).join([r"(?<!\d)(?:", r")(?!\d)"]),
+    re.IGNORECASE,
+)
+
+
+def _date_hits(m: re.Match[str], dates: frozenset[tuple[int, int, int]]) -> bool:
+    """Is the date-like match one of ``dates`` read as D M Y, M D Y or Y M D?"""
+    g = m.groupdict()
+    cands: list[tuple[str, int, int]] = []  # (year text, month, day)
+    if g["n1"]:
+        a, b, c = g["n1"], g["n2"], g["n3"]
+        cands += [(c, int(b), int(a)), (c, int(a), int(b)), (a, int(b), int(c))]
+    elif g["c"]:
+        c = g["c"]
+        if len(c) == 8:
+            cands += [(c[4:], int(c[2:4]), int(c[:2])), (c[4:], int(c[:2]), int(c[2:4]))]
+            cands.append((c[:4], int(c[4:6]), int(c[6:])))
+        else:
+            cands += [(c[4:], int(c[2:4]), int(c[:2])), (c[4:], int(c[:2]), int(c[2:4]))]
+            cands.append((c[:2], int(c[2:4]), int(c[4:])))
+    else:
+        for i in "123":
+            if g[f"m{i}"]:
+                month = _MONTH_NAMES.get(fold(g[f"m{i}"].rstrip(".")), 0)
+                cands.append((g[f"y{i}"], month, int(g[f"d{i}"])))
+                break
+    for yt, mo, d in cands:
+        if len(yt) == 4 and (int(yt), mo, d) in dates:
+            return True
+        if len(yt) == 2 and any((y, mo, d) in dates for y in (1900 + int(yt), 2000 + int(yt))):
+            return True
+    return False
 
 
 def _id_pattern(value: str) -> str | None:
@@ -193,10 +227,12 @@ class Redactor:
     names: frozenset[str] = frozenset()  # folded name parts
     particles: frozenset[str] = frozenset()  # "van", "de" of a multi-word family name
     phrases: tuple[tuple[str, ...], ...] = ()  # folded word sequences (institution, address)
-    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    dates: frozenset[tuple[int, int, int]] = frozenset()  # (year, month, day)
+    # Any name part anywhere in a folded token: one search before the per-part work.
+    names_re: re.Pattern[str] | None = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
-        return bool(self.patterns or self.names or self.phrases)
+        return bool(self.patterns or self.names or self.phrases or self.dates)
 
     def __call__(self, text: str) -> tuple[str, int]:
         return redact_with(self, text)
@@ -204,7 +240,8 @@ class Redactor:
 
 @lru_cache(maxsize=256)
 def _build(items: tuple[tuple[str, str], ...]) -> Redactor:
-    patterns: dict[str, tuple[str, re.Pattern[str]]] = {}
+    patterns: list[str] = []
+    dates: set[tuple[int, int, int]] = set()
     names: set[str] = set()
     particles: set[str] = set()
     phrases: set[tuple[str, ...]] = set()
@@ -223,23 +260,27 @@ def _build(items: tuple[tuple[str, str], ...]) -> Redactor:
             if m and ("Date" in key or _DA.match(v)):
                 y, mo, d = (int(g) for g in m.groups())
                 if 1 <= mo <= 12 and 1 <= d <= 31:
-                    p = _date_pattern(y, mo, d)
-                    patterns.setdefault(p, ("date", re.compile(p, re.IGNORECASE)))
+                    dates.add((y, mo, d))
                     continue
             words = _atoms(v)
             if len(words) > 1 and not any(c.isdigit() for c in v):
                 phrases.add(tuple(words))
                 continue
             p = _id_pattern(v)
-            if p:
-                patterns.setdefault(p, ("id", re.compile(p, re.IGNORECASE)))
+            if p and p not in patterns:
+                patterns.append(p)
             if len(words) > 1:
                 phrases.add(tuple(words))
+    # One alternation: a text is scanned once, not once per identifier.
+    ids = (("id", re.compile("|".join(f"(?:{p})" for p in patterns), re.I)),) if patterns else ()
+    parts = sorted(names | particles, key=len, reverse=True)
     return Redactor(
-        tuple(patterns.values()),
+        ids,
         frozenset(names),
         frozenset(particles),
         tuple(sorted(phrases)),
+        frozenset(dates),
+        re.compile("|".join(map(re.escape, parts))) if parts else None,
     )
 
 
@@ -274,7 +315,7 @@ def _name_spans(r: Redactor, text: str) -> list[tuple[int, int]]:
     for m in _TOKEN.finditer(text):
         token = m.group()
         f, src = _fold_map(token)
-        if not f:
+        if not f or r.names_re is None or not r.names_re.search(f):
             continue
         if f in r.particles:
             particles.append(m.span())
@@ -344,10 +385,13 @@ def _phrase_spans(r: Redactor, text: str) -> list[tuple[int, int]]:
         return []
     tokens = [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text)]
     words = [t[2] for t in tokens]
+    starts: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        starts.setdefault(w, []).append(i)
     spans = []
     for phrase in r.phrases:
         k = len(phrase)
-        for i in range(len(words) - k + 1):
+        for i in starts.get(phrase[0], ()):
             if tuple(words[i : i + k]) == phrase:
                 spans.append((tokens[i][0], tokens[i + k - 1][1]))
     return spans
@@ -363,6 +407,14 @@ def find(r: Redactor, text: str) -> list[tuple[int, int]]:
     raw: list[tuple[int, int, str]] = []
     for kind, pattern in r.patterns:
         raw += [(m.start(), m.end(), kind) for m in pattern.finditer(text) if m.end() > m.start()]
+    if r.dates:
+        pos = 0
+        while m := _DATE_FINDER.search(text, pos):
+            if _date_hits(m, r.dates):
+                raw.append((m.start(), m.end(), "date"))
+                pos = m.end()
+            else:  # "12 3/2/61": the date may start inside a longer non-date match
+                pos = m.start() + 1
     raw += [(s, e, "name") for s, e in _name_spans(r, text)]
     raw += [(s, e, "phrase") for s, e in _phrase_spans(r, text)]
     raw.sort()
