@@ -85,6 +85,8 @@ def test_file_names_keep_their_suffix():
     assert display_name("Zyxwvut_Qqqq scan.dcm", IDS) == "scan.dcm"
     assert display_name("PIDqqq777.nii.gz", IDS) == "image.nii.gz"
     assert display_name("ct.dcm", IDS) == "ct.dcm"
+    assert display_name("3.2.1961 ct.dcm", IDS) == "ct.dcm"
+    assert display_name("Zyxwvut.Qqqq", IDS) == "image"
 
 
 @settings(max_examples=300, deadline=None, phases=PHASES)

@@ -510,9 +510,15 @@ def display_name(name: str, identifiers: Mapping[str, Any] | Redactor | None) ->
     r = redactor(identifiers)
     if not r:
         return name
-    stem, dot, suffix = name.partition(".")
+    lower = name.lower()
+    suffix = ".nii.gz" if lower.endswith(".nii.gz") else Path(name).suffix
+    if suffix != ".nii.gz" and (
+        not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix) or redact_with(r, suffix[1:])[1]
+    ):
+        suffix = ""  # "1.1.2000 ct", "Doe.John": the dots are not a suffix's
+    stem = name[: len(name) - len(suffix)] if suffix else name
     clean_stem = redact_with(r, stem)[0].strip(" _-.") or "image"
-    return f"{clean_stem}{dot}{suffix}"
+    return f"{clean_stem}{suffix}"
 
 
 def display_path(path: str | Path, identifiers: Mapping[str, Any] | Redactor | None) -> str:
