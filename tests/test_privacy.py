@@ -256,3 +256,19 @@ def test_ask_image_without_a_question_describes_it_and_sends_nothing(tmp_path, e
     answer = json.loads(result.output)
     assert "(measurement)" in json.dumps(answer) or answer["sources"]
     assert "zyxwvut" not in result.output.lower() and "qqqq" not in result.output.lower()
+
+
+def test_a_follow_up_without_the_image_is_cleaned_of_the_threads_identifiers(tmp_path, e2e, lit):
+    _, assistant = e2e
+    path = write_dicom(tmp_path / "ct.dcm")
+    first = assistant.ask("Describe this image.", [path])
+    before = len(lit.requests)
+    answer = assistant.ask(
+        "What is known about liver lesions in ZYXWVUT-QQQQ (pid qqq 777, born 3rd Feb 61)?",
+        thread_id=first.thread_id,
+    )
+    sent = _sent(lit, before)
+    assert len(lit.requests) > before and "liver" in sent
+    for text in (sent, answer.model_dump_json()):
+        assert not leaks(text, _issue_identity(), "ZYXWVUT-QQQQ"), text
+        assert "777" not in text.replace(first.thread_id, "") and "Feb" not in text
