@@ -170,26 +170,38 @@ class Assistant:
         images: Sequence[str | Path],
         thread_id: str | None,
         options: TurnOptions | None,
-    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
         from langchain_core.messages import HumanMessage
 
         from agent.context import Context
         from agent.tools import image_id
+        from tools import privacy
 
         if not question.strip() and not images:
             raise ConfigError("empty question", "ask something, or attach an image")
         opts = options or TurnOptions()
-        records = []
+        loads = []
         for path in images:
             p = Path(path)
             loaded = self.toolbox.load(p)  # raises ImageLoadError naming the file
             if not p.is_file():
                 raise ImageLoadError(p, "not a file")
+            loads.append((p, loaded))
+        # The identifiers of every image of the thread: the question, the image names the chat
+        # model sees and the answer are cleaned of them before anything leaves this process.
+        ids = privacy.merge(
+            *(loaded.identifiers for _, loaded in loads), self._thread_identifiers(thread_id)
+        )
+        privacy.remember(ids)
+        redactor = privacy.redactor(ids)
+        question = privacy.clean(question, redactor)
+        records = []
+        for p, loaded in loads:
             records.append(
                 {
                     "id": image_id(p),
                     "path": str(p.resolve()),
-                    "name": p.name,
+                    "name": privacy.display_name(p.name, redactor),
                     "modality": loaded.modality,
                     "metadata": _plain(loaded.metadata),
                     "pixel_size_mm": list(loaded.pixel_size_mm) if loaded.pixel_size_mm else None,
@@ -215,7 +227,20 @@ class Assistant:
             "messages": [HumanMessage(question.strip() or "Describe this image.")],
         }
         config = {"configurable": {"thread_id": thread}}
-        return inputs, config, ctx
+        return inputs, config, ctx, redactor
+
+    def _thread_identifiers(self, thread_id: str | None) -> dict[str, str]:
+        from tools import privacy
+
+        if not thread_id:
+            return {}
+        ids: list[dict[str, str]] = []
+        for rec in (self.thread_state(thread_id).get("images") or {}).values():
+            try:
+                ids.append(self.toolbox.load(rec["path"]).identifiers)
+            except Exception:  # a moved file: its identifiers were cleaned from the state
+                continue
+        return privacy.merge(*ids)
 
     def ask(
         self,
@@ -225,14 +250,21 @@ class Assistant:
         options: TurnOptions | None = None,
     ) -> Answer:
         t0 = time.perf_counter()
-        inputs, config, ctx = self._prepare(question, images, thread_id, options)
+        inputs, config, ctx, redactor = self._prepare(question, images, thread_id, options)
         # One checkpoint write per turn, at its end: a crash mid-turn loses that turn only, and
         # the turn costs a quarter of the per-step writes (see benchmarks/agent.py).
         out = self.graph.invoke(inputs, config=config, context=ctx, durability=DURABILITY)
-        return self._answer(out, config, t0)
+        return self._answer(out, config, t0, redactor)
 
-    def _answer(self, out: dict[str, Any], config: dict[str, Any], t0: float) -> Answer:
-        answer = Answer.model_validate(out["answer"])
+    def _answer(
+        self, out: dict[str, Any], config: dict[str, Any], t0: float, redactor: Any = None
+    ) -> Answer:
+        from tools.privacy import redact_data
+
+        # The vision model may read a name burned into the pixels; a paper may repeat one.
+        data = dict(out["answer"])
+        kept = {k: data.pop(k) for k in ("figures", "models", "timings") if k in data}
+        answer = Answer.model_validate({**redact_data(data, redactor), **kept})
         answer.thread_id = config["configurable"]["thread_id"]
         answer.timings["total"] = time.perf_counter() - t0
         return answer
@@ -244,13 +276,24 @@ class Assistant:
         thread_id: str | None = None,
         options: TurnOptions | None = None,
     ) -> Iterator[AgentEvent]:
-        """The events of one turn, synchronously (``astream`` wraps this)."""
+        """The events of one turn, synchronously (``astream`` wraps this); every event is
+        cleaned of the thread's images' identifiers."""
+        from tools.privacy import redact_model
+
         t0 = time.perf_counter()
         try:
-            inputs, config, ctx = self._prepare(question, images, thread_id, options)
+            inputs, config, ctx, redactor = self._prepare(question, images, thread_id, options)
         except Exception as e:
             yield AgentEvent(type="error", name="input", text=str(e))
             return
+        for event in self._events(inputs, config, ctx, redactor, t0):
+            if event.type != "answer":  # the answer is redacted already
+                event = redact_model(event, redactor)
+            yield event
+
+    def _events(
+        self, inputs: dict[str, Any], config: dict[str, Any], ctx: Any, redactor: Any, t0: float
+    ) -> Iterator[AgentEvent]:
         started: dict[str, float] = {}
         final: dict[str, Any] | None = None
         try:
@@ -294,7 +337,7 @@ class Assistant:
             yield AgentEvent(type="error", name="agent", text=f"{type(e).__name__}: {e}")
             return
         if final and final.get("answer"):
-            answer = self._answer(final, config, t0)
+            answer = self._answer(final, config, t0, redactor)
             if ctx.chat_model is None:
                 # The rule-based answer is not generated token by token; stream it per line.
                 for line in answer.text.splitlines(keepends=True):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import io
 import shutil
 from collections.abc import Sequence
@@ -185,15 +186,21 @@ def _progress(paths: list[Path], enabled: bool):
 def _image_report(
     assistant: Assistant, path: Path, questions: list[str], options: TurnOptions | None, out: Path
 ) -> ImageReport:
+    from tools import privacy
+
     loaded = assistant.toolbox.load(path)  # ImageLoadError: listed as a bad image
-    stem = _safe(path.name)
+    ids = privacy.redactor(loaded.identifiers)
+    name = privacy.display_name(path.name, ids)
+    stem = _safe(name)
+    if name != path.name:  # two patients' "scan.dcm" must not share figures
+        stem += "-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
     image_file = f"figures/{stem}.png"
     thumb = loaded.image.copy()
     thumb.thumbnail((THUMB_PX, THUMB_PX))
     thumb.save(out / image_file)
     item = ImageReport(
-        name=path.name,
-        path=str(path),
+        name=name,
+        path=privacy.display_path(path, ids),
         modality=loaded.modality,
         metadata={k: v for k, v in loaded.metadata.items() if _short(v)},
         image_file=image_file,
@@ -211,7 +218,8 @@ def _image_report(
         item.heatmap_file = _heatmap(
             assistant, loaded, options, out / "figures" / f"{stem}_heat.png"
         )
-    return item
+    # Questions may name the patient; the report never repeats them (nor any other text) raw.
+    return privacy.redact_model(item, ids)
 
 
 def _heatmap(

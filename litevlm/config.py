@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from litevlm.errors import ConfigError
@@ -126,8 +126,8 @@ class LiteratureConfig(_Section):
     wikipedia_base_url: str = "https://en.wikipedia.org/w/api.php"
     email: str | None = Field(default=None, description="sent to NCBI, as E-utilities asks")
     tool: str = "litevlm"
-    ncbi_api_key: str | None = Field(default=None, description="or env NCBI_API_KEY")
-    tavily_api_key: str | None = Field(default=None, description="or env TAVILY_API_KEY")
+    ncbi_api_key: SecretStr | None = Field(default=None, description="or env NCBI_API_KEY")
+    tavily_api_key: SecretStr | None = Field(default=None, description="or env TAVILY_API_KEY")
     tavily_topic: Literal["general", "news", "finance"] = "general"
     tavily_include_domains: list[str] = Field(default_factory=list)
     tavily_exclude_domains: list[str] = Field(default_factory=list)
@@ -174,8 +174,13 @@ class UIConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     auth: bool = False
-    users: dict[str, str] = Field(
+    users: dict[str, SecretStr] = Field(
         default_factory=dict, description="username -> password (or env LITEVLM_UI__USERS)"
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="other origins browsers may call the server from (e.g. a proxy's "
+        "https://chat.example.org); the server's own origin is always allowed",
     )
     database_url: str | None = Field(default=None, description="default SQLite in data dir")
     max_upload_mb: int = Field(default=200, ge=1)

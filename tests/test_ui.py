@@ -163,7 +163,10 @@ def test_users_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("LITEVLM_UI__AUTH", "true")
     monkeypatch.setenv("LITEVLM_UI__USERS", '{"bob": "pw"}')
     s = load_settings()
-    assert s.ui.auth and s.ui.users == {"bob": "pw"}
+    assert s.ui.auth and s.ui.users["bob"].get_secret_value() == "pw"
+    assert "pw" not in repr(s) and "pw" not in s.model_dump_json()  # never printed
+    assert auth.check_password(s.ui.users, "bob", "pw")
+    assert not auth.check_password(s.ui.users, "bob", "pW")
 
 
 def test_sources_render_as_a_numbered_list_with_links():

@@ -421,9 +421,10 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     }
     if chosen is not None:
         meta["frame"] = chosen
-    for key in ("SliceThickness", "KVP", "StudyDescription", "SeriesDescription"):
+    for key in ("SliceThickness", "KVP"):
         if key in ds and str(ds.get(key)).strip():
             meta[_snake(key)] = _plain(ds.get(key))
+    meta.update(_dicom_descriptions(ds, identifiers))
     spacing = _dicom_spacing(ds)
     if spacing:
         meta["pixel_spacing_mm"] = list(spacing)
@@ -450,6 +451,25 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         image=image, source_path=p, modality=meta["modality"], pixel_size_mm=spacing,
         metadata=meta, identifiers=identifiers, raw=raw,
     )  # fmt: skip
+
+
+# Free-text descriptions kept under DICOM PS3.15 E.1-1's Clean Descriptors Option: cleaned of
+# the header's identifiers (in any spelling, tools.privacy), never shown raw. The profile's other
+# free-text attributes (ImageComments, PatientComments, AdditionalPatientHistory,
+# RequestedProcedureDescription, ...) are removed: they are never read into metadata.
+CLEANED_DESCRIPTIONS = ("StudyDescription", "SeriesDescription", "ProtocolName")
+
+
+def _dicom_descriptions(ds: Any, identifiers: dict[str, str]) -> dict[str, str]:
+    from tools.privacy import clean, remember
+
+    remember(identifiers)  # log lines of this process are cleaned of them too
+    out = {}
+    for key in CLEANED_DESCRIPTIONS:
+        value = " ".join(str(ds.get(key, "")).split())
+        if value and (value := clean(value, identifiers)):
+            out[_snake(key)] = value
+    return out
 
 
 def _dicom_grey(ds: Any, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -27,7 +27,7 @@ from chainlit.utils import utc_now
 from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
-from ui import auth, render
+from ui import auth, render, security
 from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, ui_dir
 
 log = logging.getLogger("litevlm.ui")
@@ -87,6 +87,7 @@ async def _startup() -> None:
 
 
 if STATE.settings.ui.auth:
+    # Failed logins are throttled per user and client by ui/security.py's middleware.
 
     @cl.password_auth_callback
     async def _password_login(username: str, password: str) -> cl.User | None:
@@ -138,6 +139,25 @@ def _register_files_route() -> None:
 
 
 _register_files_route()
+
+
+def _add_security_middleware() -> None:
+    """Refuse what a browser sent from another origin; throttle failed logins (security.py)."""
+    from chainlit.config import config
+    from chainlit.server import app
+
+    app.add_middleware(
+        security.LoginThrottleMiddleware,
+        throttle=security.LoginThrottle(),
+        path=f"{config.run.root_path}/login",
+    )
+    # Added last, so it runs first: a foreign request is refused before anything else.
+    app.add_middleware(
+        security.SameOriginMiddleware, allowed_origins=STATE.settings.ui.allowed_origins
+    )
+
+
+_add_security_middleware()
 
 
 # ---------------------------------------------------------------- settings panel
@@ -246,6 +266,7 @@ def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict,
 async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
     """Check, load and show each attachment; return the numbers of the images added."""
     from tools.images import SUPPORTED_SUFFIXES
+    from tools.privacy import display_name
 
     limit_mb = STATE.settings.ui.max_upload_mb
     thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
@@ -279,6 +300,8 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
             log.exception("loading upload %s", name)
             await _notice(f"**{name}** could not be read: {type(e).__name__}: {e}")
             continue
+        # A file name can carry the patient's name or ID: shown and kept without them.
+        name = record["name"] = display_name(name, loaded.identifiers)
         images.append(record)
         added.append(n)
         meta = dict(loaded.metadata)

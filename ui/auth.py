@@ -11,10 +11,15 @@ random secret is created once in the data directory (mode 0600), so logins survi
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 from litevlm.errors import ConfigError
 
@@ -22,17 +27,23 @@ LOCAL_USER = "local"
 SECRET_ENV = "CHAINLIT_AUTH_SECRET"
 
 
-def check_password(users: dict[str, str], username: str, password: str) -> bool:
+def check_password(users: Mapping[str, SecretStr | str], username: str, password: str) -> bool:
     """True when ``username`` is configured and ``password`` matches (constant time)."""
     expected = users.get(username)
     if expected is None:
         # Compare anyway so that timing does not tell which usernames exist.
-        hmac.compare_digest(password.encode(), secrets.token_hex(16).encode())
+        hmac.compare_digest(_digest(password), _digest(secrets.token_hex(16)))
         return False
-    return hmac.compare_digest(password.encode(), expected.encode())
+    value = expected.get_secret_value() if isinstance(expected, SecretStr) else expected
+    # Digests have one length: the comparison time tells nothing about the password's length.
+    return hmac.compare_digest(_digest(password), _digest(value))
 
 
-def validate_users(auth: bool, users: dict[str, str]) -> None:
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def validate_users(auth: bool, users: Mapping[str, Any]) -> None:
     if auth and not users:
         raise ConfigError(
             "[ui] auth = true but [ui] users is empty: nobody could log in",

@@ -34,11 +34,12 @@ def prepare_app_root(settings: Settings) -> Path:
     return root
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, *, allow_anonymous: bool = False) -> None:
     """Run the app in this process until interrupted (Chainlit's server, uvicorn inside)."""
-    from ui import auth
+    from ui import auth, security
 
     auth.validate_users(settings.ui.auth, settings.ui.users)
+    security.check_exposure(host, settings.ui.auth, allow_anonymous)
     root = prepare_app_root(settings)
     # Chainlit reads these at import time, so they are set before the first chainlit import.
     os.environ["CHAINLIT_APP_ROOT"] = str(root)

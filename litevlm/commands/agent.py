@@ -37,7 +37,9 @@ def _overrides(chat_model: str | None, base_url: str | None) -> dict:
 
 def ask(
     args: list[str] = typer.Argument(
-        ..., metavar="[IMAGE]... QUESTION", help="image files, then the question (last)"
+        ...,
+        metavar="[IMAGE]... [QUESTION]",
+        help="image files, then the question (last); without one the image is described",
     ),
     thread: str | None = typer.Option(
         None, "--thread", "-t", help="continue a thread: a follow-up may omit the image"
@@ -59,6 +61,8 @@ def ask(
     from litevlm.types import DISCLAIMER
 
     *images, question = args
+    if _is_image_arg(question):  # `ask IMAGE`: describe it; a path is never a question
+        images, question = [*images, question], ""
     cfg = settings(config, **_overrides(chat_model, base_url))
     with Assistant(cfg) as assistant:
         answer = assistant.ask(
@@ -76,6 +80,13 @@ def ask(
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"\nthread: {answer.thread_id} (follow up with --thread {answer.thread_id})")
     typer.echo(DISCLAIMER)
+
+
+def _is_image_arg(arg: str) -> bool:
+    """An existing file, or a name with an image suffix: an image, never a query to send."""
+    from tools.images import is_supported
+
+    return Path(arg).is_file() or (is_supported(arg) and not arg.rstrip().endswith("?"))
 
 
 def report(

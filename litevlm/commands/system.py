@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -24,7 +25,9 @@ def config_cmd(
 
         typer.echo(reference_toml(), nl=False)
         return
-    typer.echo(settings(config).model_dump_json(indent=2))
+    # Keys and passwords are SecretStr (printed as **********); a database URL may carry one.
+    text = settings(config).model_dump_json(indent=2)
+    typer.echo(re.sub(r"(://[^:/@\s\"]+:)[^@\s\"]+@", r"\1**********@", text))
 
 
 def inspect_cmd(

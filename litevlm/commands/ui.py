@@ -15,6 +15,11 @@ feedback_app = typer.Typer(help="Feedback given in the chat UI.", no_args_is_hel
 def chat(
     host: str = typer.Option(None, help="Address to listen on (default [ui] host, 127.0.0.1)"),
     port: int = typer.Option(None, help="Port (default [ui] port, 8000)"),
+    allow_anonymous: bool = typer.Option(
+        False,
+        "--allow-anonymous",
+        help="serve beyond loopback without a login: every visitor reads every thread",
+    ),
     config: Path | None = ConfigOption,
 ) -> None:
     """Start the chat UI in the browser: upload images, ask, follow up, give feedback.
@@ -27,17 +32,19 @@ def chat(
     if config is not None:
         # The app loads its settings itself; it must read the same file.
         os.environ["LITEVLM_CONFIG"] = str(Path(config).expanduser().resolve())
-    if host not in ("127.0.0.1", "localhost", "::1") and not s.ui.auth:
+    from ui.security import check_exposure, is_loopback
+
+    check_exposure(host, s.ui.auth, allow_anonymous)  # one line and exit 2 when unsafe
+    if not s.ui.auth and not is_loopback(host):
         typer.secho(
-            f"warning: listening on {host} without authentication; anyone who can reach it "
-            "can read every thread (set [ui] auth = true and [ui] users)",
+            f"warning: --allow-anonymous: anyone who can reach {host} reads every thread",
             fg=typer.colors.YELLOW,
             err=True,
         )
     from ui.launch import serve
 
     typer.echo(f"litevlm chat on http://{host}:{port} (data in {s.data_dir / 'ui'})", err=True)
-    serve(s, host, port)
+    serve(s, host, port, allow_anonymous=allow_anonymous)
 
 
 @feedback_app.command("export")

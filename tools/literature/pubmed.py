@@ -195,7 +195,8 @@ class PubMedProvider:
         self.settings = settings
         self.client = client
         self.base = settings.pubmed_base_url.rstrip("/") + "/"
-        self.api_key = settings.ncbi_api_key or os.environ.get("NCBI_API_KEY") or None
+        key = settings.ncbi_api_key.get_secret_value() if settings.ncbi_api_key else None
+        self.api_key = key or os.environ.get("NCBI_API_KEY") or None
         self.limiter = limiters.get(self.name, self.base, ncbi_interval_s(settings, self.api_key))
         self.policy = RetryPolicy.from_settings(settings)
         if not settings.email:

@@ -54,7 +54,8 @@ def parse_tavily(body: Any, max_chars: int) -> list[Source]:
 
 
 def tavily_key(settings: LiteratureConfig) -> str | None:
-    return settings.tavily_api_key or os.environ.get("TAVILY_API_KEY") or None
+    key = settings.tavily_api_key.get_secret_value() if settings.tavily_api_key else None
+    return key or os.environ.get("TAVILY_API_KEY") or None
 
 
 class TavilyProvider:
