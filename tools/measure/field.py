@@ -38,7 +38,7 @@ def measure_field(
     if kind == "fundus" and lit.any():
         rows = np.flatnonzero(lit.any(axis=1))
         cols = np.flatnonzero(lit.any(axis=0))
-        summary["field_of_view_diameter_px"] = int(max(rows.ptp(), cols.ptp()) + 1)
+        summary["field_of_view_diameter_px"] = int(max(np.ptp(rows), np.ptp(cols)) + 1)
     warning = (
         f"cell counting does not apply: the image is {WHAT.get(kind, kind)} ({reason}); no "
         "count is reported. Pass kind='cells', 'nuclei', 'he' or 'ihc' (--kind) to count anyway"
