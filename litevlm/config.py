@@ -60,9 +60,16 @@ class VisionConfig(_Section):
 class MeasureConfig(_Section):
     """Classical image measurement (scikit-image)."""
 
-    backend: Literal["classical"] = Field(
-        default="classical", description="classical scikit-image pipeline (tools/measure)"
+    backend: Literal["classical", "cellpose"] = Field(
+        default="classical", description="classical (scikit-image) or cellpose (local weights)"
     )
+    cellpose_model: str = Field(
+        default="nuclei", description="weights file, or its name in ~/.cellpose/models"
+    )
+    cellpose_diameter_px: float | None = Field(
+        default=None, gt=0, description="object diameter for Cellpose; default: the model's"
+    )
+    cellpose_gpu: bool = False
     pixel_size_um: float | None = Field(default=None, gt=0)
     min_object_area_px: int = Field(default=20, ge=1)
     exclude_border: bool = True

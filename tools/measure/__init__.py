@@ -16,6 +16,7 @@ the app's ``MeasureConfig``. Heavy imports (skimage, scipy) happen inside the fu
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,23 @@ def segment_kwargs(settings: MeasureConfig) -> dict:
 
 
 def _segmenter(settings: MeasureConfig):
-    from tools.measure.segmentation import segment
+    if settings.backend == "cellpose":
+        from tools.measure.cellpose_backend import cellpose_segment, resolve_weights
 
-    base = segment_kwargs(settings)
+        resolve_weights(settings.cellpose_model)  # a missing file fails before any work
+        segment = partial(
+            cellpose_segment, model=settings.cellpose_model,
+            diameter_px=settings.cellpose_diameter_px, gpu=settings.cellpose_gpu,
+        )  # fmt: skip
+        base = {
+            "min_area": settings.min_object_area_px,
+            "exclude_border": settings.exclude_border,
+            "polarity": settings.object_polarity,
+        }
+    else:
+        from tools.measure.segmentation import segment
+
+        base = segment_kwargs(settings)
 
     def run(grey: np.ndarray, **overrides):
         return segment(grey, **(base | overrides))
