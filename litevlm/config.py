@@ -106,6 +106,11 @@ class MeasureConfig(_Section):
         default=3, ge=0, description="ring around a nucleus read as its cell (IHC)"
     )
     max_objects_listed: int = Field(default=5000, ge=0)
+    exports_with_overlay: bool = Field(
+        default=True,
+        description="with an overlay PNG, also write its object table (CSV), label TIFF and "
+        "QuPath GeoJSON beside it (the chat offers them as downloads)",
+    )
 
 
 class RetrievalConfig(_Section):

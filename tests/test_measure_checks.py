@@ -214,3 +214,16 @@ def test_cellpose_backend_with_a_network_saved_and_loaded_back(tmp_path, monkeyp
     assert m.params["backend"] == "cellpose" and m.params["cellpose_weights"] == "tinytorch_0"
     assert res.labels.shape == truth.image.shape and m.count == int(res.labels.max())
     assert m.summary["counting_applies"] is True
+
+
+def test_overlay_comes_with_downloadable_exports(tmp_path):
+    from litevlm.config import MeasureConfig
+    from tools.measure.exports import sidecar_paths
+
+    img = synthetic_discs(12, seed=6).image
+    m = measure(img, overlay_path=tmp_path / "ov.png")
+    side = sidecar_paths(m.overlay_path)
+    assert all(p.is_file() for p in side.values()) and side["geojson"].name == "ov.geojson"
+    quiet = measure(img, overlay_path=tmp_path / "q.png",
+                    settings=MeasureConfig(exports_with_overlay=False))  # fmt: skip
+    assert not any(p.exists() for p in sidecar_paths(quiet.overlay_path).values())

@@ -59,6 +59,13 @@ def measure(
     m = res.measurement
     if overlay_path is not None and res.draw is not None:
         m.overlay_path = res.draw(Path(overlay_path))
+        if settings.exports_with_overlay and res.labels is not None:
+            from tools.measure.exports import sidecar_paths
+
+            side = sidecar_paths(m.overlay_path)
+            objects_path = objects_path or side["objects"]
+            labels_path = labels_path or side["labels"]
+            geojson_path = geojson_path or side["geojson"]
     if any(p is not None for p in (objects_path, labels_path, geojson_path)):
         export(res, objects_path=objects_path, labels_path=labels_path, geojson_path=geojson_path)
     return m

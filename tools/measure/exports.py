@@ -30,6 +30,18 @@ CLASS_COLOURS = {
 }  # fmt: skip
 
 
+def sidecar_paths(overlay_path: str | Path) -> dict[str, Path]:
+    """Where the exports that go with an overlay PNG are written: ``x.png`` ->
+    ``x.objects.csv``, ``x.labels.tif``, ``x.geojson`` (the chat offers them as downloads)."""
+    p = Path(overlay_path)
+    stem = p.with_suffix("")
+    return {
+        "objects": stem.with_name(stem.name + ".objects.csv"),
+        "labels": stem.with_name(stem.name + ".labels.tif"),
+        "geojson": stem.with_name(stem.name + ".geojson"),
+    }
+
+
 def object_table(
     rows: list[dict[str, Any]], *, units: str, pixel_size_um: float | None,
     classes: dict[int, str] | None = None,
