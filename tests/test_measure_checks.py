@@ -62,17 +62,13 @@ def test_a_few_very_bright_nuclei_do_not_capture_the_threshold(stardist):
 
 
 def test_dim_objects_below_the_threshold_are_flagged():
-    from litevlm.config import MeasureConfig
-
     truth = synthetic_discs(60, seed=21, noise=0.02)
     img = truth.image.copy()
-    img[: img.shape[0] // 2] *= 0.15  # half the field is much dimmer
-    # A plain global Otsu (no clipping, no refinement) keeps only the bright half ...
-    naive = MeasureConfig(threshold_method="otsu", threshold_clip_percentile=100,
-                          refine_fraction=0, background_tile_px=None)  # fmt: skip
-    m = measure(img, settings=naive)
-    if m.count < 45:  # ... and then says so
-        assert any("dim objects" in w for w in m.warnings), (m.count, m.warnings)
+    img[: img.shape[0] // 2] *= 0.15  # half the field ~7x dimmer: a global threshold drops it
+    m = measure(img)
+    # Known limit: the dim half is not counted (adding blobs above noise would also count the
+    # faint structures around skimage's cell), but the result says it is likely low.
+    assert m.count < 45 and any("dim objects" in w for w in m.warnings), (m.count, m.warnings)
 
 
 def test_good_results_carry_no_plausibility_warning():
