@@ -41,8 +41,8 @@ def detect_kind(inp: ImageInput) -> tuple[str, str]:
     colour = colour_profile(inp.rgb)
     if colour["fundus"]:
         return "fundus", (
-            f"a lit red disc on black ({colour['dark_corners']:.0%} of the corners black, "
-            f"red/green {colour['red_over_green']:.1f}): a fundus photograph"
+            f"a lit red disc on black: {colour['dark_corners']:.0%} of the corners black, "
+            f"red/green {colour['red_over_green']:.1f}"
         )
     if colour["dark_background"]:
         return "cells", f"dark background ({colour['dark']:.0%} of pixels): fluorescence"
