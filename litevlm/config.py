@@ -60,7 +60,16 @@ class VisionConfig(_Section):
 class MeasureConfig(_Section):
     """Classical image measurement (scikit-image)."""
 
-    backend: Literal["classical", "cellpose", "stardist"] = "classical"
+    backend: Literal["classical", "cellpose"] = Field(
+        default="classical", description="classical (scikit-image) or cellpose (local weights)"
+    )
+    cellpose_model: str = Field(
+        default="nuclei", description="weights file, or its name in ~/.cellpose/models"
+    )
+    cellpose_diameter_px: float | None = Field(
+        default=None, gt=0, description="object diameter for Cellpose; default: the model's"
+    )
+    cellpose_gpu: bool = False
     pixel_size_um: float | None = Field(default=None, gt=0)
     min_object_area_px: int = Field(default=20, ge=1)
     exclude_border: bool = True
@@ -69,10 +78,19 @@ class MeasureConfig(_Section):
         default="auto", description="bright objects on dark (fluorescence) or dark on bright"
     )
     smooth_sigma: float = Field(default=1.0, ge=0, description="Gaussian pre-smoothing, px")
-    threshold_method: Literal["otsu", "li", "triangle", "yen"] = "otsu"
+    threshold_method: Literal["otsu", "li", "triangle", "yen"] = "li"
+    threshold_clip_percentile: float = Field(
+        default=99.0, gt=50, le=100, description="signal clipped here before the threshold"
+    )
+    refine_fraction: float = Field(
+        default=0.5, ge=0, lt=1, description="object keeps pixels above this x its own peak"
+    )
     split_touching: bool = True
-    split_h_fraction: float = Field(
-        default=0.05, gt=0, le=1, description="neck depth needed to split, x typical radius"
+    split_h: float = Field(
+        default=0.01, ge=0, le=1, description="seed prominence (distance x intensity, 0..1)"
+    )
+    seed_distance: float = Field(
+        default=0.3, gt=0, le=2, description="minimum seed spacing, x the typical radius"
     )
     background_tile_px: int | None = Field(
         default=None, ge=8, description="tile for the illumination estimate; default size/8"
@@ -88,6 +106,11 @@ class MeasureConfig(_Section):
         default=3, ge=0, description="ring around a nucleus read as its cell (IHC)"
     )
     max_objects_listed: int = Field(default=5000, ge=0)
+    exports_with_overlay: bool = Field(
+        default=True,
+        description="with an overlay PNG, also write its object table (CSV), label TIFF and "
+        "QuPath GeoJSON beside it (the chat offers them as downloads)",
+    )
 
 
 class RetrievalConfig(_Section):

@@ -61,7 +61,7 @@ class VisionResult(BaseModel):
 class Measurement(BaseModel):
     """What was measured in an image; filled by ``tools.measure``."""
 
-    kind: Literal["cells", "nuclei", "ihc", "he", "radiology"]
+    kind: Literal["cells", "nuclei", "ihc", "he", "radiology", "fundus", "unknown"]
     count: int | None = None
     units: str = "px"
     pixel_size_um: float | None = None

@@ -53,13 +53,18 @@ def test_skimage_ihc_dab_fractions_plausible_and_stable(artifacts_dir):
     m = measure(img, overlay_path=artifacts_dir / "measure_skimage_ihc.png")
     assert m.kind == "ihc" and "DAB" in m.params["kind_reason"]
     s = m.summary
-    assert 150 <= m.count <= 320
-    assert 0.55 <= s["tissue_fraction"] <= 0.85  # the glass at the left edge and lumina
+    # Epithelial clumps are declumped and pale stromal nuclei kept (the old global-threshold
+    # pipeline found 150-320, merging clumps); checked on the saved overlay.
+    assert 300 <= m.count <= 560
+    # Optical-density tissue mask: the pale stroma is tissue, only the glass at the left edge
+    # and the lumen are not (the old brightness/saturation mask gave 0.70).
+    assert 0.85 <= s["tissue_fraction"] <= 0.95
     # Most of the epithelium is brown, the stroma is blue.
     assert 0.4 <= s["dab_positive_fraction_of_cells"] <= 0.75
     # A membrane marker: the ring around nuclei is browner than the nuclei themselves.
     assert s["dab_positive_fraction_of_nuclei"] <= s["dab_positive_fraction_of_cells"]
-    assert 0.6 <= s["dab_positive_fraction_of_tissue_area"] <= 0.95
+    # Lower than with the old mask (0.80): the DAB-negative stroma now counts as tissue.
+    assert 0.5 <= s["dab_positive_fraction_of_tissue_area"] <= 0.75
     assert 40 <= s["h_score"] <= 150
     assert sum(s["cells_by_intensity_pct"].values()) == pytest.approx(100, abs=0.1)
     assert all("dab_od" in o for o in m.objects)
@@ -89,8 +94,10 @@ def test_wsidicom_he_tile(he_tile, artifacts_dir):
     m = measure(he_tile, overlay_path=artifacts_dir / "measure_wsidicom_he.png")
     assert m.kind == "he" and "pink/purple" in m.params["kind_reason"]
     s = m.summary
-    assert 10 <= m.count <= 80
-    assert 0.7 <= s["tissue_fraction"] <= 0.9  # the white gaps between collagen fibres
+    # A 240 px tile at low magnification: small dark nuclei along the fibres (the old pipeline
+    # merged them: 10-80).
+    assert 60 <= m.count <= 200
+    assert 0.7 <= s["tissue_fraction"] <= 0.92  # the white gaps between collagen fibres
     assert 0.05 <= s["nuclear_area_fraction_of_tissue"] <= 0.4
     assert s["eosin_fraction_of_tissue"] > 0.2
     assert measure(he_tile).summary == s

@@ -416,7 +416,20 @@ async def _answer(question: str, images: list[dict]) -> None:
         for name, path in answer.figures.items()
         if Path(path).is_file()
     ]
+    msg.elements += _measurement_downloads(answer.figures.values())
     await _finish(msg)
+
+
+def _measurement_downloads(figures: Any) -> list[cl.File]:
+    """The object table, label TIFF and QuPath GeoJSON written beside a measurement overlay."""
+    from tools.measure.exports import sidecar_paths
+
+    files = []
+    for fig in figures:
+        for path in sidecar_paths(fig).values():
+            if path.is_file():
+                files.append(cl.File(path=str(path), name=path.name, display="inline"))
+    return files
 
 
 async def _finish(msg: cl.Message) -> None:

@@ -9,7 +9,9 @@ import typer
 
 from litevlm.commands.common import ConfigOption, print_json, settings
 
-KIND_HELP = "auto, cells, nuclei, ihc, he or radiology (auto: from modality and colour)"
+KIND_HELP = (
+    "auto, cells, nuclei, ihc, he, radiology, fundus or unknown (auto: from modality and colour)"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +29,16 @@ def measure_cmd(
     ),
     frame: int | None = typer.Option(None, help="frame of a multi-frame DICOM / TIFF stack"),
     slice_index: int | None = typer.Option(None, "--slice", help="slice of a NIfTI volume"),
-    objects: bool = typer.Option(False, "--objects", help="also print the per-object table"),
+    objects: Path | None = typer.Option(
+        None, "--objects", help="write the per-object table (.csv or .parquet; units in headers)"
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="write the label image (.tif; ids as in the table)"
+    ),
+    geojson: Path | None = typer.Option(
+        None, "--geojson", help="write object outlines as QuPath-compatible GeoJSON"
+    ),
+    table: bool = typer.Option(False, "--table", help="also print the per-object table"),
     as_json: bool = typer.Option(False, "--json", help="print the Measurement as JSON"),
     config: Path | None = ConfigOption,
 ) -> None:
@@ -42,12 +53,13 @@ def measure_cmd(
     cfg = settings(config).measure
     loaded = load_image(image, frame=frame, slice_index=slice_index, max_pixels=cfg.max_pixels)
     result = measure(
-        loaded, kind=kind, pixel_size_um=pixel_size, overlay_path=overlay, settings=cfg
-    )
+        loaded, kind=kind, pixel_size_um=pixel_size, overlay_path=overlay, settings=cfg,
+        objects_path=objects, labels_path=labels, geojson_path=geojson,
+    )  # fmt: skip
     if as_json:
         print_json(result)
         return
-    _print(result, image, objects)
+    _print(result, image, table)
 
 
 def _fmt(v: Any) -> str:
@@ -106,4 +118,6 @@ def _print(result, image: Path, show_objects: bool) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if result.overlay_path:
         console.print(f"overlay: {result.overlay_path}")
+    for name, path in result.params.get("exports", {}).items():
+        console.print(f"{name}: {path}")
     console.print(f"[dim]{DISCLAIMER}[/dim]")
