@@ -84,7 +84,7 @@ def write_pyramid_tiff(
     with openslide.OpenSlide(str(svs)) as s:
         src = [
             np.asarray(s.read_region((x, y), 0, (tile, tile)))[..., :3].copy()
-            for x, y in ((800, 1200), (800 + tile, 1200), (800, 1200 + tile), (800 + tile, 1200 + tile))
+            for x, y in ((800, 1200), (800 + tile, 1200), (800, 1200 + tile), (1312, 1712))
         ]  # fmt: skip
     n = size // tile
     tex = np.concatenate(
@@ -103,7 +103,9 @@ def write_pyramid_tiff(
             ln = max(1, n >> level)
             bpx = (block * tile) >> level  # pixels of one tissue block at this level
             quads = [
-                zlib.compress(tex[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile].tobytes(), 1)
+                zlib.compress(
+                    tex[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile].tobytes(), 1
+                )
                 for i in range(2)
                 for j in range(2)
             ]

@@ -119,9 +119,8 @@ def test_a_64k_slide_is_read_with_bounded_memory(big_tiff: Path) -> None:
 def test_bad_slides_get_one_line(tmp_path: Path, cmu_svs: Path) -> None:  # noqa: F811
     truncated = tmp_path / "cut.svs"
     truncated.write_bytes(cmu_svs.read_bytes()[:200_000])
-    with pytest.raises(ImageLoadError) as e:
-        with open_slide(truncated) as s:
-            s.read_region(parse_region("0,0,2000,2000"))
+    with pytest.raises(ImageLoadError) as e, open_slide(truncated) as s:
+        s.read_region(parse_region("0,0,2000,2000"))
     assert "cut.svs" in str(e.value) and "\n" not in str(e.value)
 
     fake = tmp_path / "photo.ndpi"

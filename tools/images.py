@@ -101,6 +101,12 @@ def load_image(
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(p, "file not found")
+    from tools.slides import is_slide
+
+    if is_slide(p):  # a whole-slide image: its thumbnail; tools read the slide by region
+        from tools.slides.loaded import load_slide_image
+
+        return load_slide_image(p)
     if p.is_dir():
         raise ImageLoadError(p, "is a directory, not an image file")
     if p.stat().st_size == 0:

@@ -82,5 +82,5 @@ def open_slide(path: str | Path) -> Slide:
     raise ImageLoadError(
         p,
         f"'{p.suffix or '(no extension)'}' is not a slide format litevlm reads",
-        "supported: " + ", ".join(OPENSLIDE_SUFFIXES + (".ome.tif", ".tif", "DICOM WSI folder")),
+        "supported: " + ", ".join((*OPENSLIDE_SUFFIXES, ".ome.tif", ".tif", "DICOM WSI folder")),
     )

@@ -57,7 +57,8 @@ class DicomSlideReader:
             arr = self._wsi.read_region((lx, ly), self._levels[level], (cw, ch), as_array=True)
         except Exception as e:
             raise ImageLoadError(
-                self.path, f"the slide is damaged or truncated ({type(e).__name__}: {e})",
+                self.path,
+                f"the slide is damaged or truncated ({type(e).__name__}: {e})",
                 "copy the instances again",
             ) from e
         arr = np.asarray(arr)

@@ -171,9 +171,7 @@ def measure_slide(
     return out
 
 
-def save_heatmap(
-    thumb: np.ndarray, scale: float, tiles: list[TileResult], path: Path
-) -> Path:
+def save_heatmap(thumb: np.ndarray, scale: float, tiles: list[TileResult], path: Path) -> Path:
     """Per-tile object density drawn over the thumbnail (viridis, 50% opacity)."""
     from matplotlib import colormaps
     from PIL import Image
@@ -191,3 +189,31 @@ def save_heatmap(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(out).save(path)
     return path
+
+
+def to_measurement(sm: SlideMeasurement) -> Measurement:
+    """The slide's result in the shape every other measurement has, for the agent and reports:
+    the same summary keys as one H&E/IHC field, plus the tiles and where the dense ones are."""
+    summary: dict[str, Any] = {"count": sm.count}
+    if sm.tissue_mm2:
+        summary["tissue_area_mm2"] = sm.tissue_mm2
+        summary["nuclei_per_mm2_tissue"] = sm.density_per_mm2
+    if sm.area_um2:
+        summary["nuclear_area"] = {"n": sm.count, **sm.area_um2, "unit": "um^2"}
+    summary["tiles_measured"] = sm.tiles_measured
+    top = [
+        {"x": t.x, "y": t.y, "w": t.w, "h": t.h, "count": t.count,
+         "density_per_mm2": round(t.density_per_mm2, 1) if t.density_per_mm2 else None}
+        for t in sm.top_tiles(3)
+    ]  # fmt: skip
+    return Measurement(
+        kind=sm.kind if sm.kind in ("cells", "nuclei", "ihc", "he", "radiology") else "he",
+        count=sm.count,
+        units="um" if sm.mpp else "px",
+        pixel_size_um=sm.mpp,
+        summary=summary,
+        warnings=list(sm.warnings),
+        params={"slide": True, "region": sm.region, "mpp": sm.mpp, "dense_tiles": top,
+                "tiles_skipped": sm.tiles_skipped},
+        overlay_path=sm.heatmap_path,
+    )  # fmt: skip

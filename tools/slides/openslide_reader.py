@@ -28,7 +28,11 @@ class OpenSlideReader:
         try:
             import openslide
         except ImportError as e:  # pragma: no cover - a dependency
-            raise ImageLoadError(path, f"OpenSlide is not available ({e})", "pip install openslide-bin openslide-python") from e
+            raise ImageLoadError(
+                path,
+                f"OpenSlide is not available ({e})",
+                "pip install openslide-bin openslide-python",
+            ) from e
         try:
             self._slide = openslide.OpenSlide(str(path))
         except openslide.OpenSlideUnsupportedFormatError as e:

@@ -198,7 +198,9 @@ class Slide:
         margin = round(margin_px * ds)
         for row, y in enumerate(range(r.y, r.y + r.h, step)):
             for col, x in enumerate(range(r.x, r.x + r.w, step)):
-                yield Tile(col, row, x, y, min(step, r.x + r.w - x), min(step, r.y + r.h - y), margin)
+                yield Tile(
+                    col, row, x, y, min(step, r.x + r.w - x), min(step, r.y + r.h - y), margin
+                )
 
     def downsample_for(self, mpp: float | None) -> float:
         if mpp is None:

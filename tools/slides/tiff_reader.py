@@ -93,16 +93,19 @@ class TiffSlideReader:
                     raise ImageLoadError(
                         self.path,
                         "this TIFF level is not tiled and too large to read in parts",
-                        "re-save it as a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)",
+                        "re-save it as a tiled pyramid (vips tiffsave --tile --pyramid)",
                     )
-                out[oy : oy + ch, ox : ox + cw] = _to_rgb(page.asarray())[ly : ly + ch, lx : lx + cw]
+                out[oy : oy + ch, ox : ox + cw] = _to_rgb(page.asarray())[
+                    ly : ly + ch, lx : lx + cw
+                ]
                 return out
             self._read_tiles(page, lx, ly, cw, ch, out, ox, oy)
         except ImageLoadError:
             raise
         except Exception as e:
             raise ImageLoadError(
-                self.path, f"the slide is damaged or truncated ({type(e).__name__}: {e})",
+                self.path,
+                f"the slide is damaged or truncated ({type(e).__name__}: {e})",
                 "copy the file again",
             ) from e
         return out
