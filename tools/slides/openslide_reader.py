@@ -69,6 +69,8 @@ class OpenSlideReader:
                 self.path, f"the slide is damaged or truncated ({e})", "copy the file again"
             ) from e
         rgba = np.asarray(region)
+        if (rgba[..., 3] == 255).all():
+            return np.ascontiguousarray(rgba[..., :3])
         # Outside the scanned area OpenSlide returns transparent pixels: show them as glass.
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0
         rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
