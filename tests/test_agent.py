@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -101,8 +102,8 @@ def _rec(i: str, name: str) -> dict:
 @pytest.mark.parametrize(
     ("question", "tools"),
     [
-        ("Describe this image.", ["vision", "measure", "similar"]),
-        ("What do you see in this image?", ["vision", "measure", "similar"]),
+        ("Describe this image.", ["header", "vision", "measure", "similar"]),
+        ("What do you see in this image?", ["header", "vision", "measure", "similar"]),
         ("How many nuclei are there?", ["measure", "vision"]),
         ("What fraction of cells is DAB positive?", ["measure", "vision"]),
         ("What is known about FHL2 expression in colon cancer?", ["literature"]),
@@ -211,7 +212,7 @@ def test_describe_runs_tools_in_parallel_and_every_sentence_is_cited(settings, i
 def test_count_question_leads_with_the_measurement(settings, images):
     with Assistant(settings) as assistant:
         answer = assistant.ask("How many nuclei are there?", [images["ihc"]])
-    assert answer.text.startswith("Measurement (ihc) found count = ")
+    assert re.match(r"\d+ nuclei \[1\]\.", answer.text), answer.text
     assert answer.sources[0].kind == "measurement"
     assert_grounded(answer)
 
@@ -288,7 +289,7 @@ def test_chat_model_routes_by_tool_calls_and_answer_is_verified(settings, images
     with Assistant(settings, chat_model=model) as assistant:
         answer = assistant.ask("How many nuclei, and is the stain brown?", [images["ihc"]])
     offered = {t["function"]["name"] for t in model.tools_offered[0]}
-    assert offered == {"vision", "measure", "similar_cases", "search_literature"}
+    assert offered == {"image_header", "vision", "measure", "similar_cases", "search_literature"}
     assert "many nuclei [1]" in answer.text and "brown [2]" in answer.text
     assert "benign" not in answer.text and "cancer" not in answer.text
     assert [s.kind for s in answer.sources] == ["measurement", "vision"]
@@ -315,7 +316,7 @@ def test_failing_tools_degrade_the_answer_without_failing_it(tmp_path, lit, imag
     with Assistant(settings) as assistant:
         answer = assistant.ask("Describe this image.", [images["cell"]])
         assert any(w.startswith("vision:cell.png unavailable") for w in answer.warnings)
-        assert answer.sources[0].kind == "measurement"
+        assert [s.kind for s in answer.sources][:2] == ["header", "measurement"]
         assert_grounded(answer)
         lit_answer = assistant.ask("What is known about phase imaging?", thread_id=answer.thread_id)
     assert any("pubmed" in w for w in lit_answer.warnings)
@@ -379,7 +380,7 @@ def test_thread_resumes_in_a_new_process(settings, images, tiny_paligemma):
     assert "measure:cell.png (reused)" in answer["timings"]
     assert "similar:cell.png (reused)" in answer["timings"]
     assert "vision:cell.png" not in answer["timings"]
-    assert [s["kind"] for s in answer["sources"]][:2] == ["vision", "measurement"]
+    assert [s["kind"] for s in answer["sources"]][:3] == ["header", "measurement", "vision"]
 
 
 # -- streaming -------------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def test_astream_yields_steps_tokens_and_the_answer(settings, images):
     assert "nuclei" in tokens
     assert events[-1].type == "answer" and events[-1].answer.sources[0].kind == "measurement"
     measure_end = next(e for e in events if e == e and e.type == "step_end" and e.name == "measure")
-    assert "count" in measure_end.output["summary"] and measure_end.elapsed_s > 0
+    assert "nuclei" in measure_end.output["summary"] and measure_end.elapsed_s > 0
 
 
 def test_astream_reports_bad_input_as_an_error_event(settings, images):
