@@ -30,37 +30,14 @@ from langgraph.types import Overwrite, Send
 from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context
-from agent.questions import (
-    FACT_TOOL,
-    WITHHELD_NOTE,
-    asked_facts,
-    asks_identifier,
-    stated_pixel_size,
-)
+from agent.questions import WITHHELD_FACTS, WITHHELD_NOTE, asks_identifier, facts_for
+from agent.routing import Route
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
 from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, TOOLS, AnswerContext, PixelSize
 from agent.tools.base import pick
 from litevlm.types import Answer, Source
 
-# Measurement words that name no fact in particular ("measure this", "what fraction ...").
-COUNT = re.compile(
-    r"\b(how many|fraction|percent(age)?|proportion|ratio|measure\w*|quantif\w*)\b", re.I
-)
-LITERATURE = re.compile(
-    r"\b(what is known|known about|literature|papers?|stud(y|ies)|publications?|evidence|"
-    r"research on|references?|pubmed|arxiv|review|guidelines?|prognos\w*)\b",
-    re.I,
-)
-DESCRIBE = re.compile(
-    r"\b(describe|description|what (is|do you see|does .{0,40} show|'s) (in |on )?(this|the|it)"
-    r"|what is shown|overview|summar\w+|tell me about (this|the) image)\b",
-    re.I,
-)
-POINTS_AT_IMAGE = re.compile(r"\b(this|these|here|in it|the image)\b", re.I)
 THIS_IMAGE = re.compile(r"\b(this|the|these) (image|picture|slide|scan|section|cell)s?\b", re.I)
-SIMILAR = re.compile(
-    r"\b(similar|resembl\w*|comparable|other cases|cases like|look(s)? like)\b", re.I
-)
 ALL_IMAGES = re.compile(
     r"\b(all|both|every|each) (of the )?(images?|pictures?|scans?|slides?)\b|"
     r"\bcompare\b",
@@ -125,51 +102,40 @@ def make_item(tool: str, image: str | None, args: dict[str, Any], ctx: Context) 
     return TOOLS[tool].item(image, args, ctx)
 
 
-def rule_plan(question: str, targets: list[ImageRecord], ctx: Context) -> list[PlanItem]:
-    """Deterministic routing by what the question asks (facts, papers, cases, a description)."""
-    wants_lit = bool(LITERATURE.search(question))
-    # "What is known about DAB positivity?" asks the papers, not this image's measurement.
-    asked = [] if wants_lit and not POINTS_AT_IMAGE.search(question) else asked_facts(question)
-    by_tool = {FACT_TOOL[a] for a in asked}
-    wants_count = bool(COUNT.search(question)) or "measure" in by_tool
-    wants_header = "header" in by_tool
-    wants_similar = bool(SIMILAR.search(question))
-    describe = is_describe(question, asked)
+def rule_plan(
+    question: str, targets: list[ImageRecord], ctx: Context, route: Route | None = None
+) -> list[PlanItem]:
+    """Deterministic routing by what the question asks (``agent.routing``: by meaning)."""
+    r = route or ctx.toolbox.router.route(question)
+    if r.identifier:
+        return []
+    tools = list(r.tools)
+    if r.describe:
+        tools = ["header", "vision", "measure", *(["similar"] if ctx.similar_k else [])]
+    elif targets and not tools:
+        tools = ["vision"]  # nothing else asked: what only looking can tell
     items: list[PlanItem] = []
     for rec in targets:
-        i = rec["id"]
-        if describe:
-            items += [
-                make_item("header", i, {}, ctx),
-                make_item("vision", i, {"question": None}, ctx),
-                make_item("measure", i, {}, ctx),
-            ]
-            if ctx.similar_k:
-                items.append(make_item("similar", i, {"k": ctx.similar_k}, ctx))
-            continue
-        if wants_header:  # acquisition and geometry come from the header, not the pixels
-            items.append(make_item("header", i, {}, ctx))
-        if wants_count:  # measure first: the number comes from the measurement
-            items.append(make_item("measure", i, {}, ctx))
-        if wants_similar and ctx.similar_k:
-            items.append(make_item("similar", i, {"k": ctx.similar_k}, ctx))
-        header_only = wants_header and not wants_count
-        if not (wants_lit or wants_similar or header_only):
-            items.append(make_item("vision", i, {"question": question}, ctx))
-    about_image = describe or wants_count or wants_header or wants_similar
-    about_image = about_image or bool(THIS_IMAGE.search(question))
-    if (wants_lit or not (targets or about_image)) and ctx.literature_max:
+        for name in tools:
+            if name == "literature" or (name == "similar" and not ctx.similar_k):
+                continue
+            args = {"k": ctx.similar_k} if name == "similar" else {}
+            if name == "vision":
+                args = {"question": None if r.describe else question}
+            items.append(make_item(name, rec["id"], args, ctx))
+    about_image = bool(set(tools) - {"literature"}) or bool(THIS_IMAGE.search(question))
+    if ("literature" in tools or not (targets or about_image)) and ctx.literature_max:
         query = literature_query(question, targets)
         items.append(make_item("literature", None, {"query": query}, ctx))
     return items
 
 
-def is_describe(question: str, asked: list[str] | None = None) -> bool:
-    """An open request for a description (and not a question for a particular fact)."""
-    if not question.strip():
-        return True
-    asked = asked_facts(question) if asked is None else asked
-    return bool(DESCRIBE.search(question)) and not asked
+def question_route(question: str, state: State, ctx: Context) -> Route:
+    """The router's reading of the question; a follow-up may inherit the last turn's."""
+    previous = state.get("route")
+    return ctx.toolbox.router.route(
+        question, previous=Route.model_validate(previous) if previous else None
+    )
 
 
 def _resolve_image(name: str | None, images: dict[str, ImageRecord], targets: list[str]) -> str:
@@ -225,8 +191,9 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     targets = pick_targets(question, images, new_ids)
     target_recs = [images[i] for i in targets]
     warnings: list[str] = []
-    withheld = asks_identifier(question)
-    asked = asked_facts(question)
+    r = question_route(question, state, ctx)
+    withheld = r.identifier or bool(set(r.facts) & WITHHELD_FACTS) or asks_identifier(question)
+    asked = facts_for(r.facts, question, list(r.tools))
     if withheld:  # identifiers are never answered, in any mode: no tool runs
         plan: list[PlanItem] = []
     elif ctx.chat_model is not None:
@@ -237,9 +204,9 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 f"chat model failed while routing ({type(e).__name__}: {e}); "
                 "used the rule-based routing"
             )
-            plan = rule_plan(question, target_recs, ctx)
+            plan = rule_plan(question, target_recs, ctx, r)
     else:
-        plan = rule_plan(question, target_recs, ctx)
+        plan = rule_plan(question, target_recs, ctx, r)
     seen: set[str] = set()
     plan = [p for p in plan if not (p["key"] in seen or seen.add(p["key"]))]
     results = state.get("results") or {}
@@ -250,9 +217,10 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "targets": targets,
         "plan": plan,
         "asked": asked,
-        "describe": not withheld and is_describe(question, asked),
+        "route": r.model_dump(mode="json"),
+        "describe": not withheld and r.describe,
         "withheld": withheld,
-        "pixel_size": _pixel_size(question, ctx, state),
+        "pixel_size": _pixel_size(r, ctx, state),
         "reused": reused,
         "turn": Overwrite(reused),
         "warnings": Overwrite(warnings),
@@ -262,9 +230,9 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     }
 
 
-def _pixel_size(question: str, ctx: Context, state: State) -> dict[str, Any] | None:
+def _pixel_size(r: Route, ctx: Context, state: State) -> dict[str, Any] | None:
     """The pixel size the user stated: this question, ``--pixel-size``, or earlier in the thread."""
-    stated = stated_pixel_size(question)
+    stated = PixelSize(um=r.pixel_size_um, source="the question") if r.pixel_size_um else None
     if stated is None and ctx.pixel_size_um:
         stated = PixelSize(um=float(ctx.pixel_size_um), source="--pixel-size")
     if stated is None:

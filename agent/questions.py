@@ -188,3 +188,56 @@ def _without_stated_pixel_size(question: str) -> str:
     for pat in _STATED:
         q = pat.sub(" ", q)
     return q
+
+
+# The router's fact names (agent.routing.FACTS) -> the names of the tools' facts they cover.
+ROUTER_FACTS: dict[str, tuple[str, ...]] = {
+    "count": ("count",),
+    "fraction_positive": ("positive", "positive_nuclei"),
+    "h_score": ("h_score",),
+    "intensity_grades": ("intensity_bins_3", "intensity_bins_2", "intensity_bins_1", "h_score"),
+    "intensity": ("mean_intensity", "mean_dab"),
+    "area": ("area",),
+    "diameter": ("diameter",),
+    "shape": ("circularity",),
+    "density": ("density",),
+    "confluence": ("confluence",),
+    "focus": ("focus",),
+    "quality": ("focus",),
+    "kvp": ("kvp",),
+    "exposure": ("exposure", "exposure_time"),
+    "tube_current": ("tube_current",),
+    "slice_thickness": ("slice_thickness", "slice_spacing"),
+    "tr_te": ("repetition_time", "echo_time", "inversion_time", "flip_angle"),
+    "field_strength": ("field_strength",),
+    "sequence": ("scanning_sequence",),
+    "contrast": ("contrast_agent",),
+    "pixel_spacing": ("pixel_spacing", "pixel_size"),
+    "voxel_size": ("voxel_size",),
+    "field_of_view": ("field_of_view",),
+    "matrix": ("matrix", "volume_shape"),
+    "frames": ("frames", "slices"),
+    "mpp": ("pixel_size", "pixel_spacing"),
+    "objective": ("objective",),
+    "channels": ("channels",),
+    "bit_depth": ("bit_depth",),
+    "modality": ("modality", "manufacturer", "scanner_model"),
+    "stain": ("stain",),
+    "body_part": ("body_part",),
+}
+# Asked of a patient, not of an image: withheld like identifiers (the header keeps neither).
+WITHHELD_FACTS = {"patient_age"}
+
+
+def facts_for(router_facts: list[str], question: str, tools: list[str]) -> list[str]:
+    """The tools' fact names a question asks for: the words' own (most specific, e.g. "3+")
+    among the chosen tools, then what the router's facts cover."""
+    out = [f for f in asked_facts(question) if FACT_TOOL[f] in tools]
+    specific_bins = any(f.startswith("intensity_bins_") for f in out)
+    for rf in router_facts:
+        for f in ROUTER_FACTS.get(rf, ()):
+            if specific_bins and f.startswith("intensity_bins_"):
+                continue
+            if f not in out:
+                out.append(f)
+    return out

@@ -68,6 +68,7 @@ class State(TypedDict, total=False):
     images: dict[str, ImageRecord]  # the thread's images, oldest first
     targets: list[str]  # ids of the images this turn is about
     plan: list[PlanItem]
+    route: dict[str, Any]  # agent.routing.Route of this turn (a follow-up may inherit it)
     asked: list[str]  # fact names the question asks for (agent.questions)
     describe: bool  # an open request for a description
     withheld: bool  # the question asks for a patient identifier: answered with a refusal

@@ -104,15 +104,18 @@ def _rec(i: str, name: str) -> dict:
     [
         ("Describe this image.", ["header", "vision", "measure", "similar"]),
         ("What do you see in this image?", ["header", "vision", "measure", "similar"]),
-        ("How many nuclei are there?", ["measure", "vision"]),
-        ("What fraction of cells is DAB positive?", ["measure", "vision"]),
+        ("How many nuclei are there?", ["measure"]),
+        ("What fraction of cells is DAB positive?", ["measure"]),
+        ("What tube voltage (kVp) was used?", ["header"]),
+        ("What is the patient's name?", []),
         ("What is known about FHL2 expression in colon cancer?", ["literature"]),
         ("Show me similar cases.", ["similar"]),
         ("Is there any necrosis?", ["vision"]),
     ],
 )
 def test_rule_routing_by_question_type(question, tools, tmp_path):
-    ctx = Context(toolbox=Toolbox(load_settings(data_dir=tmp_path)), similar_k=3)
+    settings = load_settings(data_dir=tmp_path, agent={"routing": "keyword"})
+    ctx = Context(toolbox=Toolbox(settings), similar_k=3)
     plan = rule_plan(question, [_rec("a", "ihc.png")], ctx)
     assert [p["tool"] for p in plan] == tools
 
@@ -125,7 +128,8 @@ def test_image_question_without_an_image_asks_for_one(settings):
 
 
 def test_literature_query_strips_framing_and_identifiers_stay_out(tmp_path):
-    ctx = Context(toolbox=Toolbox(load_settings(data_dir=tmp_path)), literature_max=3)
+    settings = load_settings(data_dir=tmp_path, agent={"routing": "keyword"})
+    ctx = Context(toolbox=Toolbox(settings), literature_max=3)
     (item,) = rule_plan("What is known about FHL2 expression in colon cancer?", [], ctx)
     assert item["args"]["query"] == "FHL2 expression in colon cancer"
 

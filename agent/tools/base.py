@@ -55,8 +55,8 @@ def num(v: float | int, digits: int = 3) -> str:
     """A number as a researcher writes it: 242, 57.1, 0.0123, 1.2e+04."""
     if isinstance(v, bool):
         return str(v)
-    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e6):
-        return f"{int(v):,}".replace(",", " ") if abs(v) >= 10000 else str(int(v))
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e9):
+        return str(int(v))
     if abs(v) >= 1000:
         return f"{v:.0f}"
     return f"{v:.{digits}g}"

@@ -7,6 +7,7 @@ removed from it (``tools.privacy.redact`` inside ``search_literature``).
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, ClassVar
 
 from agent.tools.base import AnswerContext, Tool, quote
@@ -78,15 +79,18 @@ class Literature(Tool):
         out = self.read(record)
         if out is None:
             return []
-        # The query as sent, after identifiers were removed; never the user's raw wording.
         lines = []
         for s, n in zip(out.sources, numbers, strict=False):
+            quote_ = evidence(actx.question or out.query, s)
+            if not quote_:
+                continue  # a paper that says nothing about the question is left out
             who = (s.authors[0] + (" et al." if len(s.authors) > 1 else "")) if s.authors else ""
-            meta = ", ".join(x for x in (who, str(s.year or "")) if x)
+            who = f"{who} ({s.year})" if who and s.year else who or f"The {s.kind} source"
+            lines.append(f'{who} report: "{quote(quote_)}" [{n}].')
+        if out.sources and not lines:
             lines.append(
-                f'The {s.kind} source "{quote(s.title or s.id)}"'
-                + (f" ({meta})" if meta else "")
-                + f" was found for “{out.query}” [{n}]."
+                f"Note: the literature search for “{out.query}” found {len(out.sources)} "
+                "paper(s), none of whose abstracts addresses the question."
             )
         return lines
 
@@ -98,3 +102,79 @@ class Literature(Tool):
 
 
 TOOL = Literature()
+
+
+_STOP = set(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "in",
+        "is",
+        "it",
+        "its",
+        "known",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "there",
+        "these",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "which",
+        "who",
+        "why",
+        "with",
+        "about",
+        "literature",
+        "papers",
+        "paper",
+        "studies",
+        "study",
+        "say",
+        "says",
+        "tell",
+        "me",
+        "find",
+        "search",
+        "evidence",
+        "research",
+    ]
+)
+
+
+def _terms(text: str) -> set[str]:
+    # A crude stem (first 6 letters) so that "prioritisation" meets "prioritising".
+    return {w[:6] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def evidence(question: str, source: Source) -> str:
+    """The abstract sentence most relevant to the question ("" when none shares two terms)."""
+    from agent.citations import split_sentences
+
+    wanted = _terms(question)
+    best, best_score = "", 0
+    for sent in split_sentences(" ".join(source.snippet.split())):
+        score = len(wanted & _terms(sent))
+        if score > best_score:
+            best, best_score = sent, score
+    return best if best_score >= min(2, len(wanted)) else ""

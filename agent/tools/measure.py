@@ -105,7 +105,9 @@ class MeasureTool(Tool):
                     f"apply to this image [{n}]."
                 )
             )
-            chosen = []
+            chosen, out_warnings = [], []
+        else:
+            out_warnings = out.warnings
         if chosen:
             lead = actx.prefix
             if actx.describe and out.kind in KIND_NAMES:
@@ -123,9 +125,9 @@ class MeasureTool(Tool):
                 f"question (e.g. 'the pixel size is 0.5 um') or pass --pixel-size [{n}]."
             )
         if open_question:
-            warnings = out.warnings[:2]
+            warnings = out_warnings[:2]
         elif any(a in COUNTED for a in actx.asked):
-            warnings = [w for w in out.warnings if "border" in w or "no objects" in w][:1]
+            warnings = [w for w in out_warnings if "border" in w or "no objects" in w][:1]
         else:
             warnings = []
         for w in warnings:

@@ -46,6 +46,18 @@ class Toolbox:
         self._max_images = max_images
         self._lock = threading.Lock()
         self._vision_lock = threading.Lock()
+        self._router: Any = None
+
+    # -- routing --------------------------------------------------------------------------
+    @property
+    def router(self) -> Any:
+        """The question router (``agent.routing.Router``), its text model loaded once."""
+        with self._lock:
+            if self._router is None:
+                from agent.routing import Router
+
+                self._router = Router(semantic=self.settings.agent.routing == "semantic")
+            return self._router
 
     # -- images ---------------------------------------------------------------------------
     def load(self, path: str | Path) -> LoadedImage:
