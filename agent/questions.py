@@ -117,6 +117,7 @@ _FACTS: list[tuple[str, str, str]] = [
         r"\bwhich (imaging )?technique|\bimaging technique",
     ),
     ("manufacturer", "header", r"\bmanufacturer|\bvendor|\bwhich scanner|\bscanner model"),
+    ("scanner_model", "header", r"\bwhich scanner|\bscanner model|\bwhich (machine|model)"),
 ]
 FACT_PATTERNS = [(name, tool, re.compile(p, re.I)) for name, tool, p in _FACTS]
 FACT_TOOL = {name: tool for name, tool, _ in _FACTS}
@@ -221,7 +222,7 @@ ROUTER_FACTS: dict[str, tuple[str, ...]] = {
     "objective": ("objective",),
     "channels": ("channels",),
     "bit_depth": ("bit_depth",),
-    "modality": ("modality", "manufacturer", "scanner_model"),
+    "modality": ("modality",),
     "stain": ("stain",),
     "body_part": ("body_part",),
 }

@@ -3,7 +3,8 @@
 ``header_facts(loaded)`` turns what ``tools.images`` kept about an image (and, for DICOM, a
 fixed allow-list of acquisition attributes read again from the file without its pixels) into
 typed ``Fact``s the agent cites as ``(image header)``. Only attributes on ``ACQUISITION_TAGS``
-are read: an identifier can never become a fact, whatever the file holds.
+are read, and free text that contains an identifier's words is dropped too: an identifier can
+never become a fact, whatever the file holds.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def _fact(name: str, label: str, value: Any, unit: str = "", text: str = "") -> 
     return Fact(name=name, label=label, value=value, unit=unit, provenance=PROVENANCE, text=text)
 
 
+def _mentions_identifier(text: str, identifiers: dict[str, str]) -> bool:
+    low = text.lower()
+    for value in identifiers.values():
+        parts = [p for p in str(value).replace("^", " ").lower().split() if len(p) >= 4]
+        if any(p in low for p in parts):
+            return True
+    return False
+
+
 def _dicom_acquisition(path: Path) -> dict[str, Any]:
     """The allow-listed attributes of a DICOM file (header only, pixels not read)."""
     import pydicom
@@ -105,6 +115,8 @@ def header_facts(loaded: LoadedImage) -> list[Fact]:
         facts.append(
             _fact("modality", "modality", modality, text=MODALITY_NAMES.get(modality, modality))
         )
+    if fmt and fmt != "dicom":
+        facts.append(_fact("format", "file format", fmt, text=f"{fmt.upper()} file"))
     if meta.get("body_part"):
         facts.append(_fact("body_part", "body part", str(meta["body_part"]).lower()))
     if meta.get("stain"):
@@ -123,7 +135,11 @@ def header_facts(loaded: LoadedImage) -> list[Fact]:
                 continue
             if unit and name in {"kvp", "tube_current", "exposure"} and value == 0:
                 continue
-            facts.append(_fact(name, label, value, unit))
+            if not unit and _mentions_identifier(str(value), loaded.identifiers):
+                continue  # e.g. a manufacturer that spells the institution's name
+            # Free text in quotes: "G.E. Medical Systems" must not read as two sentences.
+            text = f'{label} "{value}"' if not unit and "." in str(value) else ""
+            facts.append(_fact(name, label, value, unit, text=text))
 
     # Geometry: spacing, field of view, matrix, frames/slices.
     rows = meta.get("rows") or meta.get("height")

@@ -87,7 +87,10 @@ def _join(facts: list[Fact]) -> str:
 
 
 _WHAT = ("modality", "body_part", "stain")
-_GEOMETRY = ("matrix", "pixel_spacing", "field_of_view", "voxel_size", "slices", "pixel_size")
+_GEOMETRY = (
+    "matrix", "pixel_spacing", "field_of_view", "voxel_size", "slices", "pixel_size", "channels",
+    "bit_depth",
+)  # fmt: skip
 _ACQ = (
     "kvp", "exposure", "tube_current", "slice_thickness", "repetition_time", "echo_time",
     "field_strength", "scanning_sequence", "view_position",
@@ -97,7 +100,7 @@ _ACQ = (
 def describe_line(facts: list[Fact], n: int, actx: AnswerContext) -> str:
     """What the image is, as a radiologist's or microscopist's first line."""
     by = {f.name: f for f in facts}
-    what = "an image"
+    what = f"a {by['format'].value.upper()} image" if "format" in by else "an image"
     if "modality" in by:
         kind = by["modality"].text
         what = kind if kind == "photograph" else f"{kind} image"

@@ -55,7 +55,20 @@ class MeasureTool(Tool):
         scale = Scale.of(output, actx)
         if output.kind == "radiology":
             return _radiology_facts(output)
-        return _object_facts(output, scale, actx)
+        facts = _object_facts(output, scale, actx)
+        if output.kind in KIND_NAMES:
+            reason = str(output.params.get("kind_reason") or "")
+            text = f"measured as {KIND_NAMES[output.kind]}" + (f" ({reason})" if reason else "")
+            facts.insert(0, _f("image_kind", "what was measured", output.kind, "", text))
+        if scale.um:
+            facts.append(_f("pixel_size_used", "pixel size used", scale.um, "um", scale.note))
+        stored = output.pixel_size_um if output.units == "um" else None
+        if stored and scale.um and abs(stored - scale.um) > 0.02 * stored:
+            facts.append(
+                _f("pixel_size_header", f"pixel size from the {_source_name(scale.stored_source)}",
+                   stored, "um", f"the {_source_name(scale.stored_source)} gives {num(stored)} um")
+            )  # fmt: skip
+        return facts
 
     def sources(self, record: Any, actx: AnswerContext) -> list[Source]:
         out = self.read(record)
@@ -110,10 +123,9 @@ class MeasureTool(Tool):
             out_warnings = out.warnings
         if chosen:
             lead = actx.prefix
-            if actx.describe and out.kind in KIND_NAMES:
-                reason = str(out.params.get("kind_reason") or "")
-                lead += f"measured as {KIND_NAMES[out.kind]}" + (f" ({reason})" if reason else "")
-                lead += ": "
+            kind = pick(facts, ["image_kind"])
+            if actx.describe and kind:
+                lead += kind[0].text + ": "
             lines.append(cap(lead + "; ".join(f.text for f in chosen) + f" [{n}]."))
         if scale.note and (
             actx.describe or any(f.unit.startswith(("um", "per mm")) for f in chosen)
@@ -159,8 +171,11 @@ SIZED = {"area", "diameter", "density"}
 class Scale:
     """Which pixel size the facts use, from where, and the factor from stored values."""
 
-    def __init__(self, um: float | None, factor: float, source: str, note: str) -> None:
+    def __init__(
+        self, um: float | None, factor: float, source: str, note: str, stored_source: str = ""
+    ) -> None:
         self.um, self.factor, self.source, self.note = um, factor, source, note
+        self.stored_source = stored_source
 
     @property
     def unit(self) -> str:
@@ -181,7 +196,8 @@ class Scale:
             note += f"; the {where} gives {num(stored)} um, which was not used"
         elif stored:
             note += f" (the {where} agrees)"
-        return cls(given.um, given.um / (stored or 1.0), given.source, note)
+        raw_source = str(out.params.get("pixel_size_source", ""))
+        return cls(given.um, given.um / (stored or 1.0), given.source, note, raw_source)
 
 
 def _source_name(src: str) -> str:
