@@ -7,13 +7,22 @@ removed from it (``tools.privacy.redact`` inside ``search_literature``).
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, ClassVar
+
+from pydantic import Field
 
 from agent.tools.base import AnswerContext, Tool, quote
 from agent.tools.toolbox import normalise
 from litevlm.types import Fact, Source
 from tools.literature.base import LiteratureResult
+from tools.literature.evidence import Evidence
+
+
+class LiteratureOutput(LiteratureResult):
+    """The search result and, per paper, the abstract sentence that bears on the question."""
+
+    question: str = ""
+    evidence: list[Evidence] = Field(default_factory=list)
 
 
 class Literature(Tool):
@@ -26,7 +35,7 @@ class Literature(Tool):
         "required": ["query"],
     }
     per_image = False
-    output_type = LiteratureResult
+    output_type = LiteratureOutput
 
     def prepare(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
         return {
@@ -42,7 +51,7 @@ class Literature(Tool):
     def from_call(self, args: dict[str, Any], image: str | None, question: str, ctx: Any):
         return self.item(None, {"query": str(args.get("query") or question)}, ctx)
 
-    def run(self, payload: Any, ctx: Any) -> tuple[LiteratureResult, list[str]]:
+    def run(self, payload: Any, ctx: Any) -> tuple[LiteratureOutput, list[str]]:
         args, tb = payload["item"]["args"], ctx.toolbox
         # Identifiers of the thread's images are removed from the query before it leaves.
         identifiers: dict[str, str] = {}
@@ -55,38 +64,54 @@ class Literature(Tool):
             max_results=int(args.get("max_results") or 3),
             identifiers=identifiers or None,
         )
-        return res, [f"literature {k}: {v}" for k, v in res.unavailable.items()]
+        # Ranked here, on this machine: the question itself never leaves it.
+        question = payload.get("question") or args["query"]
+        found = tb.evidence.rank(question, res.sources) if res.sources else []
+        out = LiteratureOutput(**res.model_dump(), question=question, evidence=found)
+        return out, [f"literature {k}: {v}" for k, v in res.unavailable.items()]
 
-    def facts(self, output: LiteratureResult, actx: AnswerContext) -> list[Fact]:
+    def facts(self, output: LiteratureOutput, actx: AnswerContext) -> list[Fact]:
+        kinds = {s.id: s.kind for s in output.sources}
         return [
             Fact(
-                name="paper",
-                label=s.kind,
-                value=s.id,
-                provenance=s.kind,
-                text=quote(s.title or s.id),
+                name="evidence",
+                label=f"what the paper's {ev.part} says",
+                value=ev.source_id,
+                provenance=kinds.get(ev.source_id, "literature"),
+                text=quote(ev.sentence),
             )
-            for s in output.sources
+            for ev in output.evidence
         ]
 
     def sources(self, record: Any, actx: AnswerContext) -> list[Source]:
         out = self.read(record)
         if out is None:
             return []
-        return [s.model_copy(update={"n": None}) for s in out.sources]
+        facts = self.facts(out, actx)
+        return [
+            s.model_copy(update={"n": None, "facts": [f for f in facts if f.value == s.id]})
+            for s in out.sources
+        ]
 
     def sentences(self, record: Any, numbers: list[int], actx: AnswerContext) -> list[str]:
         out = self.read(record)
         if out is None:
             return []
+        number = {s.id: n for s, n in zip(out.sources, numbers, strict=False)}
+        by_id = {s.id: s for s in out.sources}
         lines = []
-        for s, n in zip(out.sources, numbers, strict=False):
-            quote_ = evidence(actx.question or out.query, s)
-            if not quote_:
-                continue  # a paper that says nothing about the question is left out
-            who = (s.authors[0] + (" et al." if len(s.authors) > 1 else "")) if s.authors else ""
-            who = f"{who} ({s.year})" if who and s.year else who or f"The {s.kind} source"
-            lines.append(f'{who} report: "{quote(quote_)}" [{n}].')
+        # Papers whose abstract says nothing about the question have no evidence: left out.
+        for ev in out.evidence:
+            src, n = by_id.get(ev.source_id), number.get(ev.source_id)
+            if src is None or n is None:
+                continue
+            who = ""
+            if src.authors:
+                who = src.authors[0] + (" et al." if len(src.authors) > 1 else "")
+            who = f"{who} ({src.year})" if who and src.year else who or f"A {src.kind} paper"
+            plural = len(src.authors) > 1
+            verb = ("report" if plural else "reports") if ev.part == "abstract" else "is titled"
+            lines.append(f'{who} {verb}: "{quote(ev.sentence)}" [{n}].')
         if out.sources and not lines:
             lines.append(
                 f"Note: the literature search for “{out.query}” found {len(out.sources)} "
@@ -94,7 +119,7 @@ class Literature(Tool):
             )
         return lines
 
-    def summary(self, output: LiteratureResult) -> dict[str, Any]:
+    def summary(self, output: LiteratureOutput) -> dict[str, Any]:
         return {"papers": [s.title for s in output.sources], "unavailable": output.unavailable}
 
     def label(self, record: Any) -> str:
@@ -102,79 +127,3 @@ class Literature(Tool):
 
 
 TOOL = Literature()
-
-
-_STOP = set(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "in",
-        "is",
-        "it",
-        "its",
-        "known",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "their",
-        "there",
-        "these",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "which",
-        "who",
-        "why",
-        "with",
-        "about",
-        "literature",
-        "papers",
-        "paper",
-        "studies",
-        "study",
-        "say",
-        "says",
-        "tell",
-        "me",
-        "find",
-        "search",
-        "evidence",
-        "research",
-    ]
-)
-
-
-def _terms(text: str) -> set[str]:
-    # A crude stem (first 6 letters) so that "prioritisation" meets "prioritising".
-    return {w[:6] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 2}
-
-
-def evidence(question: str, source: Source) -> str:
-    """The abstract sentence most relevant to the question ("" when none shares two terms)."""
-    from agent.citations import split_sentences
-
-    wanted = _terms(question)
-    best, best_score = "", 0
-    for sent in split_sentences(" ".join(source.snippet.split())):
-        score = len(wanted & _terms(sent))
-        if score > best_score:
-            best, best_score = sent, score
-    return best if best_score >= min(2, len(wanted)) else ""

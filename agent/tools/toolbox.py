@@ -47,6 +47,7 @@ class Toolbox:
         self._lock = threading.Lock()
         self._vision_lock = threading.Lock()
         self._router: Any = None
+        self._evidence: Any = None
 
     # -- routing --------------------------------------------------------------------------
     @property
@@ -58,6 +59,21 @@ class Toolbox:
 
                 self._router = Router(semantic=self.settings.agent.routing == "semantic")
             return self._router
+
+    @property
+    def evidence(self) -> Any:
+        """The evidence ranker (``tools.literature.evidence``), sharing the router's text model."""
+        from tools.literature.evidence import EvidenceRanker
+
+        router = self.router
+        with self._lock:
+            if self._evidence is None:
+                # One MiniLM per process: the router's, once it has loaded it.
+                self._evidence = EvidenceRanker(
+                    getattr(router, "_embedder", None),
+                    semantic=self.settings.agent.routing == "semantic",
+                )
+            return self._evidence
 
     # -- images ---------------------------------------------------------------------------
     def load(self, path: str | Path) -> LoadedImage:
