@@ -30,7 +30,16 @@ from langgraph.types import Overwrite, Send
 from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context
-from agent.questions import WITHHELD_FACTS, WITHHELD_NOTE, asks_identifier, facts_for
+from agent.questions import (
+    FACT_TOOL,
+    LITERATURE,
+    POINTS_AT_IMAGE,
+    WITHHELD_FACTS,
+    WITHHELD_NOTE,
+    asked_facts,
+    asks_identifier,
+    facts_for,
+)
 from agent.routing import Route
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
 from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, TOOLS, AnswerContext, PixelSize
@@ -109,7 +118,7 @@ def rule_plan(
     r = route or ctx.toolbox.router.route(question)
     if r.identifier:
         return []
-    tools = list(r.tools)
+    tools = chosen_tools(r, question, bool(targets))
     if r.describe:
         tools = ["header", "vision", "measure", *(["similar"] if ctx.similar_k else [])]
     elif targets and not tools:
@@ -128,6 +137,17 @@ def rule_plan(
         query = literature_query(question, targets)
         items.append(make_item("literature", None, {"query": query}, ctx))
     return items
+
+
+def chosen_tools(r: Route, question: str, has_images: bool) -> list[str]:
+    """The router's tools, plus the tool of any fact the question names in so many words
+    ("kilovoltage", "covered by tissue"): a safety net under routing by meaning."""
+    if LITERATURE.search(question) and not POINTS_AT_IMAGE.search(question):
+        return ["literature"]  # "what is known about X" asks the papers, whatever X sounds like
+    tools = list(r.tools)
+    if has_images and not r.describe:
+        tools += [t for t in dict.fromkeys(FACT_TOOL[f] for f in asked_facts(question))]
+    return list(dict.fromkeys(tools))
 
 
 def question_route(question: str, state: State, ctx: Context) -> Route:
@@ -193,7 +213,7 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     warnings: list[str] = []
     r = question_route(question, state, ctx)
     withheld = r.identifier or bool(set(r.facts) & WITHHELD_FACTS) or asks_identifier(question)
-    asked = facts_for(r.facts, question, list(r.tools))
+    asked = facts_for(r.facts, question, chosen_tools(r, question, bool(targets)))
     if withheld:  # identifiers are never answered, in any mode: no tool runs
         plan: list[PlanItem] = []
     elif ctx.chat_model is not None:

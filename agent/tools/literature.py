@@ -64,9 +64,17 @@ class Literature(Tool):
             max_results=int(args.get("max_results") or 3),
             identifiers=identifiers or None,
         )
-        # Ranked here, on this machine: the question itself never leaves it.
-        question = payload.get("question") or args["query"]
+        # Ranked here, on this machine, against the question without the identifiers (which
+        # are not what the papers are about).
+        from tools.privacy import redact
+
+        question = redact(payload.get("question") or args["query"], identifiers)[0]
         found = tb.evidence.rank(question, res.sources) if res.sources else []
+        # A paper whose abstract gives no evidence may still be on the question by its title
+        # (an abstract can be missing, or be text that is not an abstract at all).
+        rest = [s.model_copy(update={"snippet": ""}) for s in res.sources]
+        rest = [s for s in rest if s.id not in {e.source_id for e in found}]
+        found += tb.evidence.rank(question, rest) if rest else []
         out = LiteratureOutput(**res.model_dump(), question=question, evidence=found)
         return out, [f"literature {k}: {v}" for k, v in res.unavailable.items()]
 
