@@ -447,6 +447,10 @@ class Router:
         self._matrix: np.ndarray | None = None
         self._labels: list[str] = []
 
+    def text_embedder(self) -> TextEmbedder | None:
+        """The loaded text model (to share with ``EvidenceRanker``), or None in keyword mode."""
+        return self._embedder if self._ready() else None
+
     def _ready(self) -> bool:
         if not self.semantic or self.fallback_reason:
             return False

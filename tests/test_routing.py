@@ -1,6 +1,6 @@
 """Routing of the questions the issue found misrouted, by meaning and by keywords alone.
 
-The full labelled set (194 questions) is benchmarks/routing.py; these are the cases that must
+The full labelled set (210 questions) is benchmarks/routing.py; these are the cases that must
 never regress.
 """
 
