@@ -329,6 +329,13 @@ _KEYWORDS = {i.name: re.compile(i.keywords, re.I) for i in INTENTS}
 MIN_SIMILARITY = 0.35
 # Nearest intents closer than this are a tie; a keyword decides.
 TIE_MARGIN = 0.05
+GENERIC_MARGIN = 0.15
+# What a clause that asks something starts with (to keep what is left of a pixel-size clause).
+_ASKS = re.compile(
+    r"^\W*(what|how|which|is|are|was|were|does|do|did|can|could|give|find|show|count|estimate|"
+    r"measure|compute|calculate|report|tell|describe|list)\b",
+    re.I,
+)
 
 _FOLLOWUP = re.compile(
     r"^\s*(and|also|so|then|ok(ay)?,?|what about|how about|same (for|question)|now)\b|"
@@ -472,8 +479,17 @@ class Router:
     def route(self, question: str, *, previous: Route | None = None) -> Route:
         """The tools and facts ``question`` needs; ``previous`` is the last turn's route, used
         when a follow-up ("what about the second image?") asks nothing of its own."""
-        size, size_text, rest = stated_pixel_size(question)
-        parts = clauses(rest)
+        size, size_text, parts = None, "", []
+        for part in clauses(question):
+            if size is None:
+                size, size_text, left = stated_pixel_size(part)
+                if size is not None:
+                    # "the pixel size is 0.5 um", "The image was taken at 0.65 um/px": a
+                    # statement, not a question; keep what is left only if it asks something
+                    if keyword_intents(left) or _ASKS.match(left):
+                        parts.append(left)
+                    continue
+            parts.append(part)
         semantic = self._ready()
         if semantic and parts:
             assert self._embedder is not None and self._matrix is not None
@@ -501,7 +517,10 @@ class Router:
         if size is not None and not names:
             names = ["density"]  # "the pixel size is 0.5 um" alone: measure with it
             facts.add("density")
-        if previous is not None and followup and names in (["visual"], []):
+        generic = set(names) <= {"visual", "describe"} and not _KEYWORDS["describe"].search(
+            question
+        )
+        if previous is not None and followup and generic:
             # nothing asked of its own: the same tools and facts as the turn before
             names = list(previous.intents)
             facts |= set(previous.facts)
@@ -532,7 +551,10 @@ class Router:
         if s1 < MIN_SIMILARITY:
             return (hits or ["visual"]), s1
         if hits and top not in hits:
-            near = [(n, s) for n, s in ranked if n in hits and s1 - s < TIE_MARGIN]
+            # a generic nearest intent (describe, an open visual question) yields to a specific
+            # one the clause names, over a wider margin than two specific intents
+            margin = GENERIC_MARGIN if top in ("describe", "visual") else TIE_MARGIN
+            near = [(n, s) for n, s in ranked if n in hits and s1 - s < margin]
             if near:
                 return [near[0][0]], near[0][1]
         return [top], s1
