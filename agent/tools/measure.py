@@ -19,7 +19,7 @@ BLUR_LIMIT = 0.6  # tools.measure warns above this blur effect
 # Shown when a description or an open question asks for no fact in particular.
 DEFAULT_FACTS = (
     "count", "positive", "h_score", "area", "density", "confluence", "tissue_fraction",
-    "eosin_fraction", "mean_intensity", "body_area", "focus",
+    "eosin_fraction", "mean_intensity", "body_area", "focus", "tiles", "dense_tile_1",
 )  # fmt: skip
 
 
@@ -55,7 +55,7 @@ class MeasureTool(Tool):
         scale = Scale.of(output, actx)
         if output.kind == "radiology":
             return _radiology_facts(output)
-        facts = _object_facts(output, scale, actx)
+        facts = _object_facts(output, scale, actx) + _slide_facts(output)
         if output.kind in KIND_NAMES:
             reason = str(output.params.get("kind_reason") or "")
             text = f"measured as {KIND_NAMES[output.kind]}" + (f" ({reason})" if reason else "")
@@ -219,6 +219,22 @@ def _f(name: str, label: str, value: Any, unit: str, text: str) -> Fact:
 def _stat(summary: dict[str, Any], key: str) -> dict[str, Any] | None:
     v = summary.get(key)
     return v if isinstance(v, dict) and isinstance(v.get("mean"), int | float) else None
+
+
+def _slide_facts(out: Measurement) -> list[Fact]:
+    """A whole-slide measurement: how many tiles, and where the densest ones are (level-0 px)."""
+    if not out.params.get("slide"):
+        return []
+    n = int(out.summary.get("tiles_measured") or 0)
+    facts = [_f("tiles", "tiles measured", n, "", f"measured on {n} tissue tiles of the slide")]
+    for i, t in enumerate(out.params.get("dense_tiles") or [], 1):
+        if t.get("density_per_mm2"):
+            facts.append(
+                _f(f"dense_tile_{i}", "dense tile", t["density_per_mm2"], "per mm^2",
+                   f"a dense tile at x={t['x']}, y={t['y']} ({t['w']} x {t['h']} px, level 0): "
+                   f"{t['count']} nuclei, {num(t['density_per_mm2'])} per mm²")
+            )  # fmt: skip
+    return facts
 
 
 def _object_facts(out: Measurement, scale: Scale, actx: AnswerContext) -> list[Fact]:

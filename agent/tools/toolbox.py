@@ -166,8 +166,23 @@ class Toolbox:
 
         if overlay_path is not None:
             overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        if "slide" in loaded.metadata and loaded.source_path:
+            return self._measure_slide(loaded, overlay_path)
         # The pixel size comes from the image's metadata or [measure] pixel_size_um.
         return measure(loaded, overlay_path=overlay_path, settings=self.settings.measure)
+
+    def _measure_slide(self, loaded: LoadedImage, heatmap: Path | None) -> Measurement:
+        """A whole-slide image is measured tile by tile on the slide itself, not its thumbnail:
+        an even sample of [measure] slide_max_tiles tissue tiles, with a density heat-map."""
+        from tools.slides import open_slide
+        from tools.slides.measure import measure_slide, to_measurement
+
+        cfg = self.settings.measure
+        with open_slide(loaded.source_path) as slide:
+            result = measure_slide(
+                slide, max_tiles=cfg.slide_max_tiles, heatmap_path=heatmap, settings=cfg
+            )
+        return to_measurement(result)
 
     # -- similar cases --------------------------------------------------------------------
     def similar(self, loaded: LoadedImage, text: str | None, k: int) -> list[SimilarCase]:

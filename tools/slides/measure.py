@@ -116,8 +116,13 @@ def measure_slide(
             continue
         todo.append((t, frac))
     if max_tiles is not None and len(todo) > max_tiles:
-        warnings.append(f"measured {max_tiles} of {len(todo)} tissue tiles (max_tiles)")
-        todo = todo[:max_tiles]
+        # an even spread over the tissue, not the first rows: the density stays representative
+        pick = np.unique(np.linspace(0, len(todo) - 1, max_tiles).round().astype(int))
+        warnings.append(
+            f"measured {len(pick)} of {len(todo)} tissue tiles, spread evenly: the count is of "
+            "those tiles, the density an estimate for the slide (measure all with litevlm measure)"
+        )
+        todo = [todo[i] for i in pick]
     for i, (t, frac) in enumerate(todo):
         arr = slide.read_tile(t, ds)
         m = measure(arr, kind=kind, pixel_size_um=px_um, settings=settings)
@@ -146,6 +151,7 @@ def measure_slide(
     if all_areas.size and px_um:
         area_stats = {
             "mean": round(float(all_areas.mean()), 2),
+            "std": round(float(all_areas.std()), 2),
             "median": round(float(np.median(all_areas)), 2),
             "p5": round(float(np.percentile(all_areas, 5)), 2),
             "p95": round(float(np.percentile(all_areas, 95)), 2),
