@@ -19,13 +19,20 @@ import numpy as np
 
 from litevlm.errors import ImageLoadError
 from litevlm.types import LoadedImage
+from tools.slides.reader import OPENSLIDE_SUFFIXES
 
 RASTER_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".webp": "webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Whole-slide formats (tools.slides): loaded as their thumbnail, measured tile by tile.
+SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES
 SUPPORTED_SUFFIXES = (
-    tuple(RASTER_SUFFIXES) + tuple(TIFF_SUFFIXES) + tuple(DICOM_SUFFIXES) + NIFTI_SUFFIXES
+    tuple(RASTER_SUFFIXES)
+    + tuple(TIFF_SUFFIXES)
+    + tuple(DICOM_SUFFIXES)
+    + NIFTI_SUFFIXES
+    + SLIDE_SUFFIXES
 )
 
 # 100 megapixels: a 10k x 10k slide crop loads, a decompression bomb does not.
