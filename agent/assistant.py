@@ -183,7 +183,7 @@ class Assistant:
         for path in images:
             p = Path(path)
             loaded = self.toolbox.load(p)  # raises ImageLoadError naming the file
-            if not p.is_file():
+            if not (p.is_file() or "slide" in loaded.metadata):  # a DICOM WSI is a folder
                 raise ImageLoadError(p, "not a file")
             records.append(
                 {

@@ -137,3 +137,20 @@ def test_bad_slides_get_one_line(tmp_path: Path, cmu_svs: Path) -> None:  # noqa
         measure_slide(s, region=parse_region("2000,2000,1000,1000"))
     with pytest.raises(ValueError, match="x,y,w,h"):
         parse_region("10,20,30")
+
+
+@pytest.mark.slow
+def test_ask_about_a_slide_measures_the_slide(cmu_svs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The agent sees a slide's thumbnail but measures the slide itself, tile by tile."""
+    from agent.assistant import Assistant
+    from litevlm.config import load_settings
+
+    settings = load_settings(
+        measure={"slide_max_tiles": 2}, literature={"sources": []}, retrieval={"uri": str(tmp_path)}
+    )
+    with Assistant(settings) as a:
+        ans = a.ask("How many nuclei per mm2 are in this slide?", images=[DICOM_WSI])
+    assert "per mm²" in ans.text and "[1]" in ans.text
+    src = next(s for s in ans.sources if s.kind == "measurement")
+    names = {f.name for f in src.facts}
+    assert {"density", "tiles"} <= names

@@ -19,12 +19,25 @@ from litevlm.errors import ModelLoadError
 from litevlm.types import Fact, LoadedImage, Measurement, SimilarCase, VisionResult
 
 
+HASH_WHOLE_BYTES = 512 << 20  # larger files (slides) hash their size, head and tail
+
+
 def image_id(path: Path) -> str:
-    """Content hash: stable across processes and renames."""
+    """Content hash: stable across processes and renames. A DICOM WSI folder hashes its
+    files; a multi-GB slide its size, first and last 16 MiB (hashing it all each turn would
+    take seconds per GB, and scanners write a unique header)."""
+    p = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for f in sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size > HASH_WHOLE_BYTES:
+                h.update(str(size).encode() + fh.read(16 << 20))
+                fh.seek(size - (16 << 20))
+                h.update(fh.read())
+            else:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(block)
     return h.hexdigest()[:16]
 
 
