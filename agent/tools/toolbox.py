@@ -18,7 +18,6 @@ from litevlm.config import Settings
 from litevlm.errors import ModelLoadError
 from litevlm.types import Fact, LoadedImage, Measurement, SimilarCase, VisionResult
 
-
 HASH_WHOLE_BYTES = 512 << 20  # larger files (slides) hash their size, head and tail
 
 
