@@ -74,6 +74,12 @@ class MeasureConfig(_Section):
     min_object_area_px: int = Field(default=20, ge=1)
     exclude_border: bool = True
     max_pixels: int = Field(default=100_000_000, ge=1)
+    slide_max_tiles: int = Field(
+        default=16,
+        ge=1,
+        description="whole-slide images in the agent: tissue tiles measured (an even sample); "
+        "`litevlm measure SLIDE` measures all",
+    )
     object_polarity: Literal["auto", "bright", "dark"] = Field(
         default="auto", description="bright objects on dark (fluorescence) or dark on bright"
     )
@@ -189,6 +195,10 @@ class AgentConfig(_Section):
     )
     similar_k: int = Field(default=3, ge=0, le=50)
     literature_max: int = Field(default=3, ge=0, le=50)
+    routing: Literal["semantic", "keyword"] = Field(
+        default="semantic",
+        description="rules mode: route by meaning (all-MiniLM-L6-v2) or by keywords only",
+    )
 
 
 class UIConfig(_Section):

@@ -19,13 +19,20 @@ import numpy as np
 
 from litevlm.errors import ImageLoadError
 from litevlm.types import LoadedImage
+from tools.slides.reader import OPENSLIDE_SUFFIXES
 
 RASTER_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".webp": "webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# Whole-slide formats (tools.slides): loaded as their thumbnail, measured tile by tile.
+SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES
 SUPPORTED_SUFFIXES = (
-    tuple(RASTER_SUFFIXES) + tuple(TIFF_SUFFIXES) + tuple(DICOM_SUFFIXES) + NIFTI_SUFFIXES
+    tuple(RASTER_SUFFIXES)
+    + tuple(TIFF_SUFFIXES)
+    + tuple(DICOM_SUFFIXES)
+    + NIFTI_SUFFIXES
+    + SLIDE_SUFFIXES
 )
 
 # 100 megapixels: a 10k x 10k slide crop loads, a decompression bomb does not.
@@ -101,6 +108,12 @@ def load_image(
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(p, "file not found")
+    from tools.slides import is_slide
+
+    if is_slide(p):  # a whole-slide image: its thumbnail; tools read the slide by region
+        from tools.slides.loaded import load_slide_image
+
+        return load_slide_image(p)
     if p.is_dir():
         raise ImageLoadError(p, "is a directory, not an image file")
     if p.stat().st_size == 0:

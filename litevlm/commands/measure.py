@@ -41,6 +41,13 @@ def measure_cmd(
     table: bool = typer.Option(False, "--table", help="also print the per-object table"),
     as_json: bool = typer.Option(False, "--json", help="print the Measurement as JSON"),
     config: Path | None = ConfigOption,
+    region: str | None = typer.Option(
+        None, "--region", help="slide region x,y,w,h (level-0 px) or x,y,w,h@LEVEL"
+    ),
+    mpp: float | None = typer.Option(None, "--mpp", help="measure a slide at this um/px"),
+    heatmap: Path | None = typer.Option(None, "--heatmap", help="slide: density heat-map PNG"),
+    tile_px: int = typer.Option(1024, "--tile", help="slide: tile size in pixels"),
+    max_tiles: int | None = typer.Option(None, "--max-tiles", help="slide: at most N tiles"),
 ) -> None:
     """Measure an image: object counts and sizes, DAB/H&E stain fractions or CT/MR intensities.
 
@@ -51,6 +58,15 @@ def measure_cmd(
     from tools.measure import measure
 
     cfg = settings(config).measure
+    from tools.slides import is_slide
+
+    if is_slide(image):  # whole-slide image: tile by tile, never loaded whole
+        from litevlm.commands.slides import measure_slide_cmd
+
+        return measure_slide_cmd(
+            image, region=region, mpp=mpp, heatmap=heatmap, tile_px=tile_px,
+            max_tiles=max_tiles, kind=kind, settings=cfg, as_json=as_json,
+        )  # fmt: skip
     loaded = load_image(image, frame=frame, slice_index=slice_index, max_pixels=cfg.max_pixels)
     result = measure(
         loaded, kind=kind, pixel_size_um=pixel_size, overlay_path=overlay, settings=cfg,

@@ -43,6 +43,11 @@ def inspect_cmd(
     if as_json:
         print_json(li)
         return
+    if "slide" in li.metadata:
+        from litevlm.commands.slides import print_slide_info
+
+        print_slide_info(image, li.metadata["slide"])
+        return
     typer.echo(f"{image}: {li.image.width}x{li.image.height} {li.modality}")
     if li.pixel_size_mm:
         typer.echo(f"  pixel size: {li.pixel_size_mm[0]:.4g} x {li.pixel_size_mm[1]:.4g} mm")
