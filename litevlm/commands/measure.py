@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from litevlm.commands.common import ConfigOption, print_json, settings
+from litevlm.commands.common import ConfigOption, check_output_file, print_json, settings
 
 KIND_HELP = "auto, cells, nuclei, ihc, he or radiology (auto: from modality and colour)"
 
@@ -40,6 +40,7 @@ def measure_cmd(
     from tools.measure import measure
 
     cfg = settings(config).measure
+    overlay = check_output_file(overlay, "--overlay")
     loaded = load_image(image, frame=frame, slice_index=slice_index, max_pixels=cfg.max_pixels)
     result = measure(
         loaded, kind=kind, pixel_size_um=pixel_size, overlay_path=overlay, settings=cfg
