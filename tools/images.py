@@ -385,6 +385,8 @@ def _tiff_plane_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
 def _tiff_plane(data: np.ndarray, axes: str, index: int | None) -> tuple[np.ndarray, int, int]:
     """Reduce a TIFF series to one (H, W) or (H, W, C) plane."""
     a, ax = data, axes
+    if a.ndim < 2 or len(ax) != a.ndim:
+        raise ValueError(f"TIFF series of shape {a.shape}, axes {ax!r}: not an image")
     # Move channels (C or S) last, and pick a plane along any Z/T/Q/I axis.
     for name in ("S", "C"):
         if name in ax and ax.index(name) != len(ax) - 1:
@@ -452,6 +454,11 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
             raise ImageLoadError(p, f"not a DICOM file: {_describe_content(p)}") from None
     except Exception as e:
         raise ImageLoadError(p, f"corrupt or truncated DICOM file ({e})") from None
+    try:  # pydicom parses elements lazily: parse them all here, so a damaged one fails here
+        for _ in ds.iterall():
+            pass
+    except Exception as e:
+        raise ImageLoadError(p, f"corrupt DICOM header ({type(e).__name__}: {e})") from None
 
     identifiers = {
         tag: str(ds.get(tag)) for tag in IDENTIFYING_TAGS if tag in ds and str(ds.get(tag)).strip()
