@@ -205,3 +205,18 @@ def test_dicom_voi_lut_applies_to_rescaled_values(tmp_path: Path) -> None:
     assert li.metadata["window"]["source"] == "VOI LUT"
     assert np.array_equal(np.asarray(li.image)[..., 0].astype(int), right8)
     assert li.raw.max() == 2 * int(ds.pixel_array.max())  # raw is in modality units
+
+
+def test_fuzz_findings_stay_one_line_errors(tmp_path: Path) -> None:
+    """Regressions from benchmarks/fuzz_loader.py: a damaged element that pydicom parses
+    lazily, and header bytes (newlines, control codes) quoted in an error."""
+    from litevlm.errors import LiteVLMError
+
+    data = dicom("CT_small.dcm").read_bytes()
+    tag = b"\x08\x00\x80\x00LO"  # (0008,0080) InstitutionName, explicit VR little endian
+    assert tag in data
+    p = tmp_path / "bad_vr.dcm"
+    p.write_bytes(data.replace(tag, b"\x08\x00\x80\x00L\x00", 1))
+    with pytest.raises(ImageLoadError, match="corrupt DICOM header"):
+        load_image(p)
+    assert str(LiteVLMError("uid 1.2\n3\x80\x07", "hint\r\nmore")) == "uid 1.2 3?? (hint more)"

@@ -11,7 +11,8 @@ never serialises; they reach ``metadata`` only when the caller passes ``reveal_i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +315,7 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     import tifffile
 
     try:
-        with tifffile.TiffFile(p) as tif:
+        with _quiet("tifffile"), tifffile.TiffFile(p) as tif:
             series = tif.series[0]
             shape, axes = tuple(series.shape), series.axes
             # From the IFDs only, before decoding: one plane within the pixel limit, the whole
@@ -373,6 +374,20 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         image=image, source_path=p, modality="microscopy", pixel_size_mm=pixel_mm,
         metadata=meta, raw=plane,
     )  # fmt: skip
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """tifffile logs a line per damaged tag before raising; the error is reported once."""
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _tiff_plane_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
