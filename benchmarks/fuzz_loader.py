@@ -1,7 +1,7 @@
 """Fuzz ``tools.images.load_image`` with mutated real sample files: PNG, JPEG, TIFF, DICOM, NIfTI.
 
 Run:  .venv/bin/python benchmarks/fuzz_loader.py                   (10,000 inputs per format)
-      .venv/bin/python benchmarks/fuzz_loader.py --runs 300        (quick)
+      .venv/bin/python benchmarks/fuzz_loader.py --runs 1000       (quick: make bench)
       .venv/bin/python benchmarks/fuzz_loader.py --engine random   (no atheris)
 
 Seeds are real files: scikit-image's cell and IHC samples saved as PNG (8 and 16 bit, palette),
@@ -290,6 +290,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--input-timeout", type=float, default=10.0)
     ap.add_argument("--work", type=Path, default=None, help="folder for seeds and findings")
+    ap.add_argument("--out", type=Path, default=RESULTS / "fuzz_loader.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -313,8 +314,8 @@ def main() -> None:
               f"{r['peak_rss_mb']:>11}")  # fmt: skip
         for what, f in r["findings"].items():
             print(f"    {f['count']:>5} x {what}  [{f['sample']}]")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "fuzz_loader.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "engine": engine, "runs_per_format": args.runs, "seconds": round(time.perf_counter() - t0),
