@@ -220,3 +220,13 @@ def test_fuzz_findings_stay_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError, match="corrupt DICOM header"):
         load_image(p)
     assert str(LiteVLMError("uid 1.2\n3\x80\x07", "hint\r\nmore")) == "uid 1.2 3?? (hint more)"
+
+
+def test_tiff_declaring_a_zero_size_image_is_refused(tmp_path: Path) -> None:
+    """Fuzz finding: 0 x 4294901856 passed the pixel limit (0 pixels) and crashed PIL."""
+    import tifffile
+
+    p = tmp_path / "empty.tif"
+    tifffile.imwrite(p, np.zeros((0, 96), np.uint8))
+    with pytest.raises(ImageLoadError, match="empty image"):
+        load_image(p)

@@ -145,6 +145,9 @@ def _sniff(p: Path) -> str:
 
 def _check_size(p: Path, shape: Iterable[int], max_pixels: int) -> None:
     dims = [int(d) for d in shape]
+    if any(d <= 0 for d in dims):  # 0 x 4294901856 is "0 pixels" but no image either
+        size = "x".join(str(d) for d in dims)
+        raise ImageLoadError(p, f"header declares an empty image ({size})", "re-export the image")
     n = int(np.prod(dims, dtype=np.int64))
     if n > max_pixels:
         size = "x".join(str(d) for d in dims)
@@ -341,6 +344,8 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     except ValueError as e:
         raise ImageLoadError(p, str(e)) from None
     _check_size(p, plane.shape[:2], max_pixels)
+    if plane.size == 0:
+        raise ImageLoadError(p, f"TIFF plane of shape {plane.shape} holds no pixels")
     if plane.ndim != 2 and not (plane.ndim == 3 and plane.shape[-1] <= 4):
         raise ImageLoadError(p, f"TIFF plane has shape {plane.shape}: not an image")
     cmyk = photometric == 5 and plane.ndim == 3 and plane.shape[-1] == 4  # SEPARATED, 4 inks
