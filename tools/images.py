@@ -114,7 +114,11 @@ def load_image(
     kind = _sniff(p)
     index = frame if frame is not None else slice_index
     if kind == "dicom":
-        loaded = _load_dicom(p, index, max_pixels)
+        # pydicom warns (and logs) once per malformed value it still reads: the file loads, or
+        # fails with one line, without a screenful of warnings before it.
+        with warnings.catch_warnings(), _quiet("pydicom"):
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = _load_dicom(p, index, max_pixels)
     elif kind == "nifti":
         loaded = _load_nifti(p, index, max_pixels)
     elif kind == "tiff":
