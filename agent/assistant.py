@@ -9,11 +9,13 @@ events as they happen. Threads are resumed by id, also from another process.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -112,6 +114,7 @@ class Assistant:
         self._conn: Any = None
         self._graph: Any = None
         self._lock = threading.Lock()
+        self._thread_locks: dict[str, threading.Lock] = {}
 
     # -- lazily built parts ---------------------------------------------------------------
     @property
@@ -164,6 +167,26 @@ class Assistant:
         self.close()
 
     # -- one turn -------------------------------------------------------------------------
+    @contextmanager
+    def _one_turn_at_a_time(self, thread_id: str) -> Iterator[None]:
+        """Serialise turns on one thread, within this process (UI sessions) and across
+        processes (`litevlm ask --thread T` run four times at once kept one turn of four: each
+        read the same checkpoint and the last write won)."""
+        from filelock import FileLock
+
+        with self._lock:
+            local = self._thread_locks.setdefault(thread_id, threading.Lock())
+        folder = self.settings.data_dir / "threads" / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+        with local, FileLock(str(folder / f"{name}.lock")):
+            yield
+
+    def _locked(self, thread_id: str, events: Iterator[Any]) -> Iterator[Any]:
+        # graph.stream is lazy: the turn starts at the first next(), inside the lock.
+        with self._one_turn_at_a_time(thread_id):
+            yield from events
+
     def _prepare(
         self,
         question: str,
@@ -254,7 +277,8 @@ class Assistant:
         inputs, config, ctx, redactor = self._prepare(question, images, thread_id, options)
         # One checkpoint write per turn, at its end: a crash mid-turn loses that turn only, and
         # the turn costs a quarter of the per-step writes (see benchmarks/agent.py).
-        out = self.graph.invoke(inputs, config=config, context=ctx, durability=DURABILITY)
+        with self._one_turn_at_a_time(config["configurable"]["thread_id"]):
+            out = self.graph.invoke(inputs, config=config, context=ctx, durability=DURABILITY)
         return self._answer(out, config, t0, redactor)
 
     def _answer(
@@ -298,12 +322,15 @@ class Assistant:
         started: dict[str, float] = {}
         final: dict[str, Any] | None = None
         try:
-            for mode, chunk in self.graph.stream(
-                inputs,
-                config=config,
-                context=ctx,
-                stream_mode=["tasks", "messages", "values"],
-                durability=DURABILITY,
+            for mode, chunk in self._locked(
+                config["configurable"]["thread_id"],
+                self.graph.stream(
+                    inputs,
+                    config=config,
+                    context=ctx,
+                    stream_mode=["tasks", "messages", "values"],
+                    durability=DURABILITY,
+                ),
             ):
                 if mode == "tasks":
                     if "result" not in chunk and "error" not in chunk:

@@ -27,6 +27,7 @@ QUICK: dict[str, list[str]] = {
     "ui": [],
     "finetune": [],
     "eval": [],
+    "fuzz_loader": ["--runs", "1000", "--out", str(HERE / "results" / "fuzz_loader_quick.json")],
 }
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
         rows.append((name, rc, time.perf_counter() - t0))
     print(f"\n{'benchmark':<12} {'exit':>4} {'seconds':>8}  results")
     for name, rc, dt in rows:
-        out = "measure_quick" if name == "measure" else name
+        out = f"{name}_quick" if name in ("measure", "fuzz_loader") else name
         print(f"{name:<12} {rc:>4} {dt:>8.1f}  benchmarks/results/{out}.json")
     return max((rc for _, rc, _ in rows), default=0)
 

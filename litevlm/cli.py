@@ -54,7 +54,10 @@ def main() -> None:
     # Hub; the built-in kernel is used instead, so the line is noise in a command's output.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting with it.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LiteVLMError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
@@ -64,6 +67,12 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
+        sys.exit(1)
+    except OSError as e:
+        if not e.filename:
+            raise
+        # A path the user gave that cannot be read or written: one line, not a traceback.
+        typer.secho(f"error: {e.filename}: {e.strerror or e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except Exception as e:
         # Usage errors from typer's bundled click: show them the way click does.

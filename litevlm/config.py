@@ -274,6 +274,13 @@ class _TomlSource(PydanticBaseSettingsSource):
             ) from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{self.path}: not valid TOML: {e}", "fix the syntax") from e
+        except IsADirectoryError:
+            raise ConfigError(
+                f"{self.path}: is a directory, not a configuration file",
+                "pass the litevlm.toml file itself; `litevlm config --show` prints a reference",
+            ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{self.path}: cannot read the configuration file ({e})") from None
 
 
 class Settings(BaseSettings):
@@ -327,11 +334,32 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
     # A subclass carries the path so that no module-level state is mutated.
     cls = type("Settings", (Settings,), {"toml_path": toml_path})
+    from pydantic_settings import SettingsError
+
     try:
         return cls(**overrides)
     except ValidationError as e:
         lines = [_describe(err, toml_path) for err in e.errors()]
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+    except SettingsError as e:
+        raise ConfigError(_describe_env_error(e)) from None
+
+
+def _describe_env_error(e: Exception) -> str:
+    """pydantic-settings' "error parsing value for field" names neither the variable nor why."""
+    import re
+
+    m = re.search(r'field "([^"]+)"', str(e))
+    field = m.group(1) if m else ""
+    names = sorted(n for n in os.environ if n.upper().startswith(ENV_PREFIX + field.upper()))
+    cause = e.__cause__ or e.__context__
+    why = f": {cause}" if cause else ""
+    # Names only: a value can be a password (LITEVLM_UI__USERS) or an API key.
+    shown = ", ".join(names) or f"{ENV_PREFIX}{field.upper()}*"
+    return (
+        f"environment {shown}: not valid JSON for [{field}]{why} "
+        "(lists and tables are JSON, e.g. LITEVLM_LITERATURE__SOURCES='[\"pubmed\"]')"
+    )
 
 
 def _toml_value(value: Any) -> str:

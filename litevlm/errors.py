@@ -8,15 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """Text from a damaged file (a DICOM UID, a TIFF tag) may hold newlines or control bytes:
+    an error stays one printable line."""
+    text = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 class LiteVLMError(Exception):
     """Base class: ``message`` says what failed, ``hint`` what to do."""
 
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = one_line(hint) if hint else hint
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

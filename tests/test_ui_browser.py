@@ -177,24 +177,37 @@ def test_feedback_is_stored_and_exported(app, tmp_path, shots, tiny_paligemma):
     page.close()
 
 
+def _copies(data_dir: Path, name: str) -> set[tuple[int, int]]:
+    """Distinct files on disk (device, inode) under the data directory whose name ends so."""
+    return {(p.stat().st_dev, p.stat().st_ino) for p in data_dir.rglob(f"*{name}") if p.is_file()}
+
+
+# Waits on conditions, never on seconds: generous limits for a loaded 2-core CI machine.
+LOADED_MS = 300_000
+
+
 def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, browser, samples, shots):
     page = browser.new_page(viewport=VIEW)
-    open_chat(page, app["server"].url)
+    open_chat(page, app["server"].url, timeout_ms=LOADED_MS)
     assert attach(page, samples["corrupt"]) == 200
     n = send(page, "What is in this image?")
-    wait_idle(page, n)
-    expect(page.get_by_text("corrupt.png could not be read")).to_be_visible()
+    wait_idle(page, n, timeout_ms=LOADED_MS)
+    expect(page.get_by_text("corrupt.png could not be read")).to_be_visible(timeout=LOADED_MS)
     page.screenshot(path=shots / "06-corrupt-upload.png")
-    open_chat(page, app["server"].url)  # a new chat on the same server
+    open_chat(page, app["server"].url, timeout_ms=LOADED_MS)  # a new chat on the same server
     assert attach(page, samples["notes"]) == 200
     n = send(page, "And this one?")
-    wait_idle(page, n)
-    expect(page.get_by_text("notes.txt: unsupported file type")).to_be_visible()
+    wait_idle(page, n, timeout_ms=LOADED_MS)
+    expect(page.get_by_text("notes.txt: unsupported file type")).to_be_visible(timeout=LOADED_MS)
     page.screenshot(path=shots / "06-unsupported-upload.png")
+    # Rejected uploads leave nothing behind; an accepted one is one file on disk.
+    assert _copies(app["data_dir"], "corrupt.png") == set()
+    assert _copies(app["data_dir"], "notes.txt") == set()
+    assert len(_copies(app["data_dir"], "cell.png")) == 1
     # The same server and session go on answering.
     n = send(page, "What is known about nuclei segmentation?")
-    wait_idle(page, n)
-    assert "[1]" in _last_answer(page)
+    wait_idle(page, n, timeout_ms=LOADED_MS)
+    expect(page.locator(ASSISTANT).last).to_contain_text("[1]", timeout=LOADED_MS)
     page.screenshot(path=shots / "07-after-bad-uploads.png")
     page.close()
 

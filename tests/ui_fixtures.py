@@ -119,7 +119,7 @@ def login(page: Any, url: str, username: str, password: str) -> None:
 def attach(page: Any, path: Path) -> int:
     """Attach a file in the composer; return the upload's HTTP status."""
     with page.expect_response(
-        lambda r: "/project/file" in r.url and r.request.method == "POST", timeout=30_000
+        lambda r: "/project/file" in r.url and r.request.method == "POST", timeout=120_000
     ) as info:
         page.set_input_files("#upload-button-input", str(path))
     return info.value.status
@@ -128,7 +128,7 @@ def attach(page: Any, path: Path) -> int:
 def send(page: Any, text: str) -> int:
     """Type and send a message; return how many assistant messages there were before."""
     page.fill(COMPOSER, text)
-    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=120_000)
     before = page.locator(ASSISTANT).count()
     page.click("#chat-submit")
     return before

@@ -11,7 +11,8 @@ never serialises; they reach ``metadata`` only when the caller passes ``reveal_i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ SUPPORTED_SUFFIXES = (
 
 # 100 megapixels: a 10k x 10k slide crop loads, a decompression bomb does not.
 DEFAULT_MAX_PIXELS = 100_000_000
+# Bytes a whole decoded file may take, per allowed pixel: a 100 MP plane of float64, or a stack
+# of 8-bit planes. Checked from the header, before decoding, so that a small compressed file
+# that declares a huge array is refused in milliseconds instead of filling memory.
+BYTES_PER_PIXEL_LIMIT = 8
 
 # DICOM attributes that identify a patient (or let one be found). They go to
 # LoadedImage.identifiers, never to metadata, logs or outgoing queries.
@@ -122,7 +127,11 @@ def load_image(
     kind = _sniff(p)
     index = frame if frame is not None else slice_index
     if kind == "dicom":
-        loaded = _load_dicom(p, index, max_pixels)
+        # pydicom warns (and logs) once per malformed value it still reads: the file loads, or
+        # fails with one line, without a screenful of warnings before it.
+        with warnings.catch_warnings(), _quiet("pydicom"):
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = _load_dicom(p, index, max_pixels)
     elif kind == "nifti":
         loaded = _load_nifti(p, index, max_pixels)
     elif kind == "tiff":
@@ -153,6 +162,9 @@ def _sniff(p: Path) -> str:
 
 def _check_size(p: Path, shape: Iterable[int], max_pixels: int) -> None:
     dims = [int(d) for d in shape]
+    if any(d <= 0 for d in dims):  # 0 x 4294901856 is "0 pixels" but no image either
+        size = "x".join(str(d) for d in dims)
+        raise ImageLoadError(p, f"header declares an empty image ({size})", "re-export the image")
     n = int(np.prod(dims, dtype=np.int64))
     if n > max_pixels:
         size = "x".join(str(d) for d in dims)
@@ -162,6 +174,49 @@ def _check_size(p: Path, shape: Iterable[int], max_pixels: int) -> None:
             f"{max_pixels / 1e6:.0f} (possible decompression bomb)",
             "crop or downsample it, or raise [measure] max_pixels if it is genuine",
         )
+
+
+def _check_bytes(p: Path, shape: Iterable[int], itemsize: int, max_pixels: int) -> None:
+    """Refuse, from the header, data that would take more memory than the pixel limit allows."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise ImageLoadError(p, f"header declares a negative dimension {dims}")
+    n = int(np.prod(dims, dtype=np.float64) * max(int(itemsize), 1))
+    limit = max_pixels * BYTES_PER_PIXEL_LIMIT
+    if n > limit:
+        size = "x".join(str(d) for d in dims)
+        raise ImageLoadError(
+            p,
+            f"header declares {size} x {itemsize} bytes = {n / 1e9:.1f} GB of pixel data, above "
+            f"the limit of {limit / 1e9:.1f} GB (possible decompression bomb)",
+            "crop or downsample it, or raise [measure] max_pixels if it is genuine",
+        )
+
+
+def cmyk_to_rgb(cmyk: Any, icc_profile: bytes | None = None) -> np.ndarray:
+    """A CMYK PIL image (or (H, W, 4) uint8 array) as sRGB uint8, through its ICC profile.
+
+    Without a profile (or with one LittleCMS cannot use) PIL's device conversion is used. Adobe's
+    inverted CMYK JPEGs are already un-inverted by PIL's JPEG decoder, so ink values arrive here
+    the same way from JPEG and TIFF.
+    """
+    import io
+
+    from PIL import Image, ImageCms
+
+    im = cmyk if isinstance(cmyk, Image.Image) else Image.fromarray(np.asarray(cmyk), "CMYK")
+    if icc_profile:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(
+                im, src, dst, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
+            )
+            if out is not None:
+                return np.asarray(out)
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a broken profile: the device conversion is still far better than raw inks
+    return np.asarray(im.convert("RGB"))
 
 
 def _describe_content(p: Path) -> str:
@@ -218,10 +273,11 @@ def _load_raster(p: Path, fmt: str, max_pixels: int) -> LoadedImage:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(p) as im:
+                # Image.open reads only the header: the size is checked before any decoding.
                 _check_size(p, (im.height, im.width), max_pixels)
+                mode, bits, bands = im.mode, _bits(im.mode), len(im.getbands())
                 im.load()
-                mode, bits = im.mode, _bits(im.mode)
-                arr = np.asarray(im)
+                arr = _raster_array(im)
         except ImageLoadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -232,7 +288,8 @@ def _load_raster(p: Path, fmt: str, max_pixels: int) -> LoadedImage:
             raise ImageLoadError(
                 p, f"not a valid {fmt.upper()} image: {_describe_content(p)}"
             ) from None
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as e:
+            # PIL's decoders report damaged files with any of these.
             raise ImageLoadError(
                 p, f"corrupt or truncated {fmt.upper()} file ({e})", "re-export the image"
             ) from None
@@ -240,20 +297,31 @@ def _load_raster(p: Path, fmt: str, max_pixels: int) -> LoadedImage:
     raw = arr
     if arr.dtype != np.uint8:  # 16-bit or 32-bit greyscale
         arr, _, _ = to_uint8(arr)
-    if mode == "P":
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
-        raw = arr
-    image = _rgb(arr) if arr.ndim == 2 or mode != "RGB" else Image.fromarray(arr, "RGB")
+    image = _rgb(arr)
     meta = {
         "format": fmt,
         "width": image.width,
         "height": image.height,
         "mode": mode,
         "bit_depth": bits,
-        "channels": 1 if raw.ndim == 2 else int(raw.shape[-1]),
+        "channels": bands,
     }
+    if mode == "CMYK":
+        meta["colour_space"] = "CMYK, converted to sRGB" + (
+            " with the embedded ICC profile" if im.info.get("icc_profile") else ""
+        )
     return LoadedImage(image=image, source_path=p, modality="unknown", metadata=meta, raw=raw)
+
+
+def _raster_array(im: Any) -> np.ndarray:
+    """Pixels of a decoded PIL image: greyscale at its own depth, everything else as RGB."""
+    if im.mode in ("L", "RGB", "I", "F") or im.mode.startswith("I;16"):
+        return np.asarray(im)
+    if im.mode == "CMYK":  # inks, not colours: RGBA-reading them inverts the picture
+        return cmyk_to_rgb(im, im.info.get("icc_profile"))
+    if im.mode in ("1", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))  # P, PA, RGBA, YCbCr, LAB, HSV...
 
 
 def _bits(mode: str) -> int:
@@ -267,19 +335,25 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     import tifffile
 
     try:
-        with tifffile.TiffFile(p) as tif:
+        with _quiet("tifffile"), tifffile.TiffFile(p) as tif:
             series = tif.series[0]
             shape, axes = tuple(series.shape), series.axes
-            _check_size(p, shape, max_pixels * 4)  # stacks: up to a few full planes
-            data = series.asarray()
+            # From the IFDs only, before decoding: one plane within the pixel limit, the whole
+            # series within the byte limit (a 3 MB zlib file can declare 3 GB of float64).
+            _check_size(p, _tiff_plane_shape(shape, axes), max_pixels)
+            _check_bytes(p, shape, series.dtype.itemsize, max_pixels)
             page = tif.pages[0]
+            photometric = int(getattr(page, "photometric", 0) or 0)
+            icc = page.tags.get("InterColorProfile")
+            icc_profile = bytes(icc.value) if icc is not None else None
+            data = series.asarray()
             pixel_um = _tiff_pixel_size_um(tif, page)
             imagej = tif.imagej_metadata or {}
     except ImageLoadError:
         raise
     except Exception as e:  # tifffile raises many types for damaged files
         raise ImageLoadError(
-            p, f"corrupt or unreadable TIFF ({e})", "re-export the image"
+            p, f"corrupt or unreadable TIFF ({type(e).__name__}: {e})", "re-export the image"
         ) from None
 
     try:
@@ -287,6 +361,14 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     except ValueError as e:
         raise ImageLoadError(p, str(e)) from None
     _check_size(p, plane.shape[:2], max_pixels)
+    if plane.size == 0:
+        raise ImageLoadError(p, f"TIFF plane of shape {plane.shape} holds no pixels")
+    if plane.ndim != 2 and not (plane.ndim == 3 and plane.shape[-1] <= 4):
+        raise ImageLoadError(p, f"TIFF plane has shape {plane.shape}: not an image")
+    cmyk = photometric == 5 and plane.ndim == 3 and plane.shape[-1] == 4  # SEPARATED, 4 inks
+    if cmyk:
+        inks = plane if plane.dtype == np.uint8 else _planes_to_uint8(plane)
+        plane = cmyk_to_rgb(inks, icc_profile)  # measure and show colours, not ink amounts
     arr8 = _planes_to_uint8(plane)
     image = _rgb(arr8)
     meta: dict[str, Any] = {
@@ -297,8 +379,12 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         "shape": list(shape),
         "dtype": str(data.dtype),
         "bit_depth": int(data.dtype.itemsize * 8),
-        "channels": 1 if plane.ndim == 2 else int(plane.shape[-1]),
+        "channels": 4 if cmyk else 1 if plane.ndim == 2 else int(plane.shape[-1]),
     }
+    if cmyk:
+        meta["colour_space"] = "CMYK, converted to sRGB" + (
+            " with the embedded ICC profile" if icc_profile else ""
+        )
     if n_planes > 1:
         meta.update(frame=chosen, frames=n_planes)
     if imagej.get("unit"):
@@ -312,9 +398,32 @@ def _load_tiff(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
     )  # fmt: skip
 
 
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """tifffile logs a line per damaged tag before raising; the error is reported once."""
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _tiff_plane_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
+    """(rows, columns) of one plane of a series, from its declared shape and axes."""
+    if "Y" in axes and "X" in axes:
+        return shape[axes.index("Y")], shape[axes.index("X")]
+    return (shape[-2], shape[-1]) if len(shape) >= 2 else (1, shape[0] if shape else 0)
+
+
 def _tiff_plane(data: np.ndarray, axes: str, index: int | None) -> tuple[np.ndarray, int, int]:
     """Reduce a TIFF series to one (H, W) or (H, W, C) plane."""
     a, ax = data, axes
+    if a.ndim < 2 or len(ax) != a.ndim:
+        raise ValueError(f"TIFF series of shape {a.shape}, axes {ax!r}: not an image")
     # Move channels (C or S) last, and pick a plane along any Z/T/Q/I axis.
     for name in ("S", "C"):
         if name in ax and ax.index(name) != len(ax) - 1:
@@ -382,6 +491,11 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
             raise ImageLoadError(p, f"not a DICOM file: {_describe_content(p)}") from None
     except Exception as e:
         raise ImageLoadError(p, f"corrupt or truncated DICOM file ({e})") from None
+    try:  # pydicom parses elements lazily: parse them all here, so a damaged one fails here
+        for _ in ds.iterall():
+            pass
+    except Exception as e:
+        raise ImageLoadError(p, f"corrupt DICOM header ({type(e).__name__}: {e})") from None
 
     identifiers = {
         tag: str(ds.get(tag)) for tag in IDENTIFYING_TAGS if tag in ds and str(ds.get(tag)).strip()
@@ -392,13 +506,29 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         raise ImageLoadError(
             p, f"DICOM file has no pixel data{what}", "open the image series, not this object"
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    try:  # the header, before any pixel is decoded
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError) as e:
+        raise ImageLoadError(p, f"DICOM header has an unreadable image size ({e})") from None
     _check_size(p, (rows, cols), max_pixels)
     _check_size(p, (frames, rows, cols), max_pixels * 8)
+    _check_bytes(p, (frames, rows, cols, samples), max(1, (bits + 7) // 8), max_pixels)
+    chosen: int | None = None
+    if frames > 1:
+        chosen = frames // 2 if index is None else index
+        if not 0 <= chosen < frames:
+            raise ImageLoadError(p, f"frame {chosen} out of range 0..{frames - 1}")
 
     try:
-        arr = ds.pixel_array
+        if frames > 1:  # decode the one frame shown, not the whole cine loop
+            from pydicom.pixels import pixel_array
+
+            arr = pixel_array(ds, index=chosen)
+        else:
+            arr = ds.pixel_array
     except Exception as e:
         tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(tsyntax, "name", str(tsyntax))
@@ -409,13 +539,6 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         ) from None
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(ds.get("SamplesPerPixel", 1))
-    chosen = None
-    if frames > 1:
-        chosen = frames // 2 if index is None else index
-        if not 0 <= chosen < frames:
-            raise ImageLoadError(p, f"frame {chosen} out of range 0..{frames - 1}")
-        arr = arr[chosen]
 
     meta: dict[str, Any] = {
         "format": "dicom",
@@ -447,7 +570,13 @@ def _load_dicom(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         image, raw = _rgb(rgb8), arr
         meta["window"] = None
     else:
-        raw, arr8, window = _dicom_grey(ds, arr)
+        try:
+            raw, arr8, window = _dicom_grey(ds, arr)
+        except (AttributeError, IndexError, KeyError, NotImplementedError, TypeError,
+                ValueError) as e:  # fmt: skip
+            raise ImageLoadError(
+                p, f"DICOM rescale or VOI LUT is malformed ({type(e).__name__}: {e})"
+            ) from None
         if photometric == "MONOCHROME1":  # high values are dark: invert for display
             arr8 = 255 - arr8
         image = _rgb(arr8)
@@ -489,7 +618,8 @@ def _dicom_grey(ds: Any, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
     """Stored values -> modality units (rescale) -> display window -> 8 bits."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    modality = apply_modality_lut(arr, ds)
+    values = np.asarray(modality, dtype=np.float32)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         center = float(_first(ds.WindowCenter))
         width = max(float(_first(ds.WindowWidth)), 1.0)
@@ -497,7 +627,10 @@ def _dicom_grey(ds: Any, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
         arr8, _, _ = to_uint8(values, lo, hi)
         return values, arr8, {"center": center, "width": width, "source": "header"}
     if "VOILUTSequence" in ds:
-        voi = np.asarray(apply_voi_lut(arr, ds), dtype=np.float32)
+        # PS3.3 C.11: the VOI LUT takes the modality LUT's output (rescaled values), not the
+        # stored ones; its first-value-mapped is in those units.
+        lut_input = np.rint(modality).astype(np.int64) if modality.dtype.kind == "f" else modality
+        voi = np.asarray(apply_voi_lut(lut_input, ds), dtype=np.float32)
         arr8, lo, hi = to_uint8(voi, float(voi.min()), float(voi.max()))
         return values, arr8, {"source": "VOI LUT"}
     arr8, lo, hi = to_uint8(values)
@@ -553,7 +686,13 @@ def _load_nifti(p: Path, index: int | None, max_pixels: int) -> LoadedImage:
         raise ImageLoadError(p, f"not a readable NIfTI file ({e})") from None
     if len(shape) < 2:
         raise ImageLoadError(p, f"NIfTI data has shape {shape}: not an image")
+    # From the header only: nibabel maps the data lazily and reads one slice below.
     _check_size(p, shape[:2], max_pixels)
+    try:
+        itemsize = int(img.get_data_dtype().itemsize)
+    except Exception as e:
+        raise ImageLoadError(p, f"NIfTI header has an unreadable data type ({e})") from None
+    _check_bytes(p, shape, itemsize, max_pixels)
     n_slices = shape[2] if len(shape) >= 3 else 1
     chosen = n_slices // 2 if index is None else index
     if not 0 <= chosen < n_slices:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -28,7 +29,7 @@ from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
 from ui import auth, render, security
-from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, ui_dir
+from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, is_session_upload, ui_dir
 
 log = logging.getLogger("litevlm.ui")
 
@@ -247,20 +248,42 @@ def _safe_name(name: str) -> str:
 
 
 def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict, Any]:
-    """Load an upload, keep a copy and a PNG preview; return the image record and the load."""
+    """Load an upload, keep it (once) and a PNG preview; return the image record and the load.
+
+    The upload is hard-linked out of Chainlit's session folder (which Chainlit empties when
+    the session ends), or moved where links do not work: one file on disk per image, not a
+    copy. A file that does not load is deleted, with its preview.
+    """
     from tools.images import load_image
 
     dest_dir.mkdir(parents=True, exist_ok=True)
     # Keep the original name's suffix: the loader and the agent go by it.
     stored = dest_dir / f"{n}-{_safe_name(name)}"
-    shutil.copyfile(src, stored)
-    loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
-    preview = loaded.image.copy()
-    preview.thumbnail((1024, 1024))
     preview_path = dest_dir / f"{n}-preview.png"
-    preview.save(preview_path)
+    stored.unlink(missing_ok=True)
+    try:
+        os.link(src, stored)
+    except OSError:  # another file system, or no hard links: move it
+        shutil.move(src, stored)
+    try:
+        loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
+        preview = loaded.image.copy()
+        preview.thumbnail((1024, 1024))
+        preview.save(preview_path)
+    except BaseException:
+        for p in (stored, preview_path, src):
+            if p == src and not is_session_upload(p):
+                continue
+            p.unlink(missing_ok=True)
+        raise
     record = {"n": n, "name": name, "path": str(stored), "preview": str(preview_path)}
     return record, loaded
+
+
+def _discard(path: Path | None) -> None:
+    """Delete a rejected upload: a refused 150 MB file must not stay on disk."""
+    if path is not None and is_session_upload(path):
+        path.unlink(missing_ok=True)
 
 
 async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
@@ -279,12 +302,14 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
             continue
         size_mb = path.stat().st_size / 2**20
         if size_mb > limit_mb:
+            _discard(path)
             await _notice(
                 f"**{name}** is {size_mb:.0f} MB, over the {limit_mb} MB upload limit "
                 "(`[ui] max_upload_mb`). Crop or downsample it, or raise the limit."
             )
             continue
         if not name.lower().endswith(SUPPORTED_SUFFIXES):
+            _discard(path)
             await _notice(
                 f"**{name}**: unsupported file type. Upload PNG, JPEG, TIFF, BMP, WebP, "
                 "DICOM (.dcm) or NIfTI (.nii, .nii.gz)."

@@ -125,6 +125,18 @@ def sync_url(url: str) -> str:
     return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
 
 
+def is_session_upload(path: str | Path | None) -> bool:
+    """Whether ``path`` is a file a user uploaded, in Chainlit's per-session files folder."""
+    if not path:
+        return False
+    from chainlit.config import FILES_DIRECTORY
+
+    try:
+        return Path(path).resolve().is_relative_to(Path(FILES_DIRECTORY).resolve())
+    except (OSError, ValueError):
+        return False
+
+
 class LocalStorageClient(BaseStorageClient):
     """Element files on local disk, under ``root/<user id>/<element id>/<name>``."""
 
@@ -199,6 +211,14 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         self.storage = LocalStorageClient(files_dir)
         super().__init__(conninfo=url, storage_provider=self.storage)
+
+    async def create_element(self, element: Any) -> None:
+        # A user's attachment arrives in Chainlit's session folder; the app keeps the one
+        # copy of an accepted image (ui/app.py: moved into uploads/, shown by its preview) and
+        # deletes a rejected one. Storing its bytes here as well kept every upload twice more.
+        if is_session_upload(getattr(element, "path", None)):
+            return
+        await super().create_element(element)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiteVLMDataLayer:

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from litevlm.commands.common import ConfigOption, print_json, settings
+from litevlm.commands.common import (
+    ConfigOption,
+    check_output_dir,
+    print_json,
+    settings,
+)
 
 SourcesOption = typer.Option(
     None, "--sources", help="literature providers, comma-separated (pubmed,arxiv,wikipedia,web)"
@@ -119,8 +124,13 @@ def report(
 ) -> None:
     """Run the agent over images and write a Markdown, HTML and JSON report."""
     from agent.report import build_report
+    from litevlm.errors import ImageLoadError
 
     cfg = settings(config, **_overrides(chat_model, base_url))
+    for p in inputs:  # before any model loads
+        if not p.exists():
+            raise ImageLoadError(p, "no such file or folder", "check the path")
+    out = check_output_dir(out, "--out")
     result = build_report(
         inputs,
         out,
@@ -132,6 +142,8 @@ def report(
         f"{len(result.images)} image(s) reported, {len(result.bad)} could not be read: "
         f"{out / 'report.html'}"
     )
+    if not result.images:
+        raise typer.Exit(1)  # a report of nothing is a failure a script must see
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from litevlm.commands.common import ConfigOption, print_json, settings
+from litevlm.commands.common import (
+    ConfigOption,
+    check_output_dir,
+    check_output_file,
+    print_json,
+    settings,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -84,6 +90,7 @@ def eval_cmd(
 
     check_scoring(scoring)
     s = settings(config)
+    out = check_output_dir(out, "--out")
     if max_new_tokens:
         s = s.model_copy(
             update={"vision": s.vision.model_copy(update={"max_new_tokens": max_new_tokens})}
@@ -203,6 +210,7 @@ def explain_cmd(
             f"{method!r}: use one of {', '.join(METHODS)}", param_hint="--method"
         )
     s = settings(config)
+    out = check_output_file(out, "--out")
     from finetune.evaluate.vision import adapter_name, load_vision_model
 
     loaded = load_image(image)  # a bad file fails before the model loads

@@ -79,6 +79,19 @@ def export(
     print_json({"exported": str(path), "merged": merge})
 
 
+def _is_connection_error(e: BaseException) -> bool:
+    """Provider clients wrap refused/timed-out connections in their own types (httpx, openai,
+    langchain-openai, ollama): recognised by name along the cause chain."""
+    while e is not None:
+        names = {c.__name__ for c in type(e).__mro__}
+        if isinstance(e, ConnectionError | TimeoutError) or any(
+            "Connect" in n or "Timeout" in n for n in names
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def synth_qa(
     captions: Path = typer.Argument(..., help="JSONL/CSV with image and caption columns"),
     out: Path = typer.Option(
@@ -93,16 +106,30 @@ def synth_qa(
 ) -> None:
     """Turn captions into question-answer pairs (chat model, or templates), marked synthetic."""
     from finetune.synth_qa import load_captions, synthesize, write_pairs
+    from litevlm.commands.common import check_output_file
 
     s = settings(config)
+    out = check_output_file(out or captions.with_suffix(".qa.jsonl"), "--out")
     model_name = None if templates_only else (chat_model or s.agent.chat_model)
     chat = None
     if model_name:
-        from finetune.synth_qa import make_chat_model
+        from agent.context import load_chat_model
 
-        chat = make_chat_model(model_name, s.agent)
+        # The agent's loader: a local OpenAI-compatible server needs no real key, and a bad
+        # model string is one ConfigError line.
+        chat = load_chat_model(s.agent.model_copy(update={"chat_model": model_name}))
     rows = load_captions(captions)
-    pairs = synthesize(rows, chat=chat, per_caption=per_caption)
-    out = out or captions.with_suffix(".qa.jsonl")
+    try:
+        pairs = synthesize(rows, chat=chat, per_caption=per_caption)
+    except Exception as e:
+        if not _is_connection_error(e):
+            raise
+        from litevlm.errors import ServiceUnavailable
+
+        where = s.agent.base_url or f"the {model_name.split(':')[0]} API"
+        raise ServiceUnavailable(
+            f"chat model {model_name!r} at {where} did not answer ({type(e).__name__}: {e})",
+            "start the server or check [agent] base_url, or pass --templates",
+        ) from None
     write_pairs(pairs, out)
     print_json({"captions": len(rows), "pairs": len(pairs), "out": str(out), "model": model_name})

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from litevlm.commands.common import ConfigOption, print_json, settings
+from litevlm.commands.common import ConfigOption, check_output_file, print_json, settings
 
 KIND_HELP = (
     "auto, cells, nuclei, ihc, he, radiology, fundus or unknown (auto: from modality and colour)"
@@ -63,10 +63,12 @@ def measure_cmd(
     if is_slide(image):  # whole-slide image: tile by tile, never loaded whole
         from litevlm.commands.slides import measure_slide_cmd
 
+        heatmap = check_output_file(heatmap, "--heatmap")
         return measure_slide_cmd(
             image, region=region, mpp=mpp, heatmap=heatmap, tile_px=tile_px,
             max_tiles=max_tiles, kind=kind, settings=cfg, as_json=as_json,
         )  # fmt: skip
+    overlay = check_output_file(overlay, "--overlay")
     loaded = load_image(image, frame=frame, slice_index=slice_index, max_pixels=cfg.max_pixels)
     result = measure(
         loaded, kind=kind, pixel_size_um=pixel_size, overlay_path=overlay, settings=cfg,

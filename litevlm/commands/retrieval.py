@@ -74,6 +74,10 @@ def index(
         return
     if path is None:
         raise typer.BadParameter("give a PATH to index (or --migrate-to weaviate)")
+    if not path.exists():  # before the embedders load (15-27 s)
+        from tools.retrieval.store import RetrievalError
+
+        raise RetrievalError(f"{path}: no such file or directory", "check the path to index")
     retriever = Retriever(s)
     try:
         report = retriever.index(path, layout=layout, text=not no_text, progress=not as_json)

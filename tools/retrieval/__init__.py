@@ -233,6 +233,7 @@ class Retriever:
         if not ranked:
             raise RetrievalError(f"collection {coll.name!r} cannot answer this query")
         hits = ranked[0] if len(ranked) == 1 else rrf(ranked, fetch)
+        hits = _first_per_id(hits)  # a collection with duplicate rows still shows a case once
         if exclude_self and image is not None:
             digest = _image_sha256(image)
             hits = [h for h in hits if not digest or h.record.extra.get("image_sha256") != digest]
@@ -241,6 +242,16 @@ class Retriever:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _first_per_id(hits: list[Hit]) -> list[Hit]:
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        if h.record.id not in seen:
+            seen.add(h.record.id)
+            out.append(h)
+    return out
 
 
 def _image_sha256(image: LoadedImage) -> str | None:

@@ -63,6 +63,7 @@ class IngestReport(BaseModel):
     seen: int = 0
     added: int = 0
     already_present: int = 0
+    duplicates: int = Field(0, description="files whose content (image + caption) came twice")
     failed: list[tuple[str, str]] = Field(default_factory=list, description="(where, why)")
     seconds: float = 0.0
     image_embedder: str | None = None
@@ -394,7 +395,11 @@ def _batch(
         except (OSError, ValueError, AttributeError) as e:
             report.failed.append((item.where, f"cannot read: {e}"))
             continue
-        keyed.append((item, digest, case_id(digest, item.caption)))
+        cid = case_id(digest, item.caption)
+        if any(k[2] == cid for k in keyed):  # one upsert must not carry an id twice
+            report.duplicates += 1
+            continue
+        keyed.append((item, digest, cid))
     present = collection.existing_ids([k[2] for k in keyed], tenant=tenant)
     report.already_present += len(present)
 

@@ -8,6 +8,13 @@ schema metadata, so it travels with the files.
 Tenants are a ``tenant`` column ('' when unused): LanceDB has no native tenants, and a filter
 column keeps one contract for both backends.
 
+Writers (``upsert``, ``delete``, ``finish``, creating a table) hold a file lock per collection
+(``<uri>/.<name>.lock``) and re-read the latest table version first. LanceDB's merge_insert
+joins against the version its handle has loaded and concurrent inserts never conflict, so two
+``litevlm index`` processes on one collection stored the same ids twice (368 rows for 200
+images); serialised and up to date, the second one's merge finds the first one's rows.
+``finish()`` also repairs a collection that already holds duplicate ids (one row kept per id).
+
 Above ``ann_threshold`` rows ``finish()`` builds an IVF_FLAT index per vector (about 1,500
 rows per partition) and queries probe 5% of the partitions (at least 8). IVF_FLAT keeps full
 vectors, so recall depends only on how many partitions are probed; LanceDB's default IVF_PQ
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,8 @@ from tools.retrieval.store import (
 )
 
 _META_KEY = b"litevlm.collection"
+# Long enough for another process's finish() to build its indexes on a large collection.
+_LOCK_TIMEOUT_S = 3600.0
 _TEXT_FIELDS = ("id", "tenant", *FILTER_FIELDS, "caption", "uri", "extra")
 
 
@@ -95,9 +105,23 @@ class IndexParams:
         raise RetrievalError(f"unknown index type {self.index_type}")
 
 
+def _lock(uri: str, name: str) -> Any:
+    from filelock import FileLock
+
+    return FileLock(str(Path(uri) / f".{name}.lock"), timeout=_LOCK_TIMEOUT_S)
+
+
 class LanceCollection(Collection):
-    def __init__(self, table: Any, spec: CollectionSpec, ann_threshold: int, params: IndexParams):
+    def __init__(
+        self,
+        table: Any,
+        spec: CollectionSpec,
+        ann_threshold: int,
+        params: IndexParams,
+        lock: Any = None,
+    ):
         self.table = table
+        self.lock = lock
         self.name = table.name
         self.spec = spec
         self.ann_threshold = ann_threshold
@@ -123,6 +147,19 @@ class LanceCollection(Collection):
         return self._state
 
     # -- writing -------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One writer per collection across processes, on the latest version of the table."""
+        if self.lock is None:
+            yield
+            return
+        with self.lock:
+            self.table.checkout_latest()
+            try:
+                yield
+            finally:
+                self._state = None
+
     def upsert(
         self,
         records: Sequence[CaseRecord],
@@ -153,12 +190,13 @@ class LanceCollection(Collection):
             arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), vspec.dim)
             arrays[f"has_{name}"] = pa.array(~missing)
         data = pa.table(arrays).select(self.table.schema.names)
-        (
-            self.table.merge_insert(["tenant", "id"])
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(data)
-        )
+        with self._writing():
+            (
+                self.table.merge_insert(["tenant", "id"])
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
         self._state = None
         return len(records)
 
@@ -181,17 +219,60 @@ class LanceCollection(Collection):
     def delete(self, ids: Sequence[str], tenant: str | None = None) -> int:
         if not ids:
             return 0
-        before = self.count(tenant=tenant)
         chunk = ", ".join(_quote(x) for x in ids)
-        self.table.delete(_where(None, tenant, f"id IN ({chunk})"))
+        with self._writing():
+            before = self.count(tenant=tenant)
+            self.table.delete(_where(None, tenant, f"id IN ({chunk})"))
+            after = self.count(tenant=tenant)
         self._state = None
-        return before - self.count(tenant=tenant)
+        return before - after
 
     def count(self, filters: dict[str, str] | None = None, tenant: str | None = None) -> int:
         return self.table.count_rows(_where(filters, tenant))
 
     def finish(self) -> None:
-        """Build the ANN and keyword indexes once the table is big enough; refresh otherwise."""
+        """Repair duplicate ids, then build the ANN and keyword indexes once the table is big
+        enough (refresh them otherwise)."""
+        with self._writing():
+            self.remove_duplicates()
+            self._build_indexes()
+        self._state = None
+
+    def remove_duplicates(self) -> int:
+        """Keep one row per (tenant, id); returns how many rows were removed.
+
+        Collections written before the lock (or by two processes at once without it) can hold
+        the same case twice. The duplicates are deleted and one copy of each written back; if
+        the process dies in between, those cases are missing, not doubled, and the next
+        ``litevlm index`` of the same files adds them again.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        keys = self.table.search().select(["tenant", "id"]).limit(None).to_arrow()
+        if keys.num_rows == 0:
+            return 0
+        counts = keys.group_by(["tenant", "id"]).aggregate([("id", "count")])
+        dup = counts.filter(pc.greater(counts["id_count"], 1))
+        if dup.num_rows == 0:
+            return 0
+        removed = 0
+        for tenant in set(dup["tenant"].to_pylist()):
+            ids = dup.filter(pc.equal(dup["tenant"], tenant))["id"].to_pylist()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                where = _where(None, tenant, f"id IN ({', '.join(_quote(x) for x in chunk)})")
+                rows = self.table.search().where(where).limit(None).to_arrow()
+                rows = rows.select(self.table.schema.names)
+                _, first = np.unique(np.asarray(rows["id"].to_pylist(), dtype=object),
+                                     return_index=True)  # fmt: skip
+                keep = rows.take(pa.array(np.sort(first)))
+                self.table.delete(where)
+                self.table.add(keep)
+                removed += rows.num_rows - keep.num_rows
+        return removed
+
+    def _build_indexes(self) -> None:
         from lancedb.index import FTS, Bitmap, BTree
 
         rows = self.table.count_rows()
@@ -222,7 +303,6 @@ class LanceCollection(Collection):
                 changed = True
         if not changed and indexed:
             self.table.optimize()  # folds new rows into the existing indexes
-        self._state = None
 
     def has_index(self, name: str) -> bool:
         return (name,) in self._indexes_and_rows()[0]
@@ -343,20 +423,23 @@ class LanceStore(Store):
 
     def create_collection(self, name: str, spec: CollectionSpec) -> LanceCollection:
         check_name(name)
-        if name in self.list_collections():
-            coll = self.open_collection(name)
-            if coll.spec != spec:
-                # Naming each vector's model makes the refusal actionable.
-                for vname, v in spec.vectors.items():
-                    coll.spec.check(vname, v.model, v.dim, name)
-                raise RetrievalError(
-                    f"collection {name!r} exists with vectors {sorted(coll.spec.vectors)}, "
-                    f"not {sorted(spec.vectors)}",
-                    "use another --collection or drop it",
+        with _lock(self.uri, name):  # two processes creating one collection: one creates it
+            if name not in self.list_collections():
+                table = self.db.create_table(name, schema=self._schema(spec))
+                return LanceCollection(
+                    table, spec, self.ann_threshold, self.params, lock=_lock(self.uri, name)
                 )
-            return coll
-        table = self.db.create_table(name, schema=self._schema(spec))
-        return LanceCollection(table, spec, self.ann_threshold, self.params)
+        coll = self.open_collection(name)
+        if coll.spec != spec:
+            # Naming each vector's model makes the refusal actionable.
+            for vname, v in spec.vectors.items():
+                coll.spec.check(vname, v.model, v.dim, name)
+            raise RetrievalError(
+                f"collection {name!r} exists with vectors {sorted(coll.spec.vectors)}, "
+                f"not {sorted(spec.vectors)}",
+                "use another --collection or drop it",
+            )
+        return coll
 
     def open_collection(self, name: str) -> LanceCollection:
         check_name(name)
@@ -370,8 +453,11 @@ class LanceStore(Store):
         if meta is None:
             raise RetrievalError(f"table {name!r} in {self.uri} is not a litevlm collection")
         spec = CollectionSpec.model_validate(json.loads(meta))
-        return LanceCollection(table, spec, self.ann_threshold, self.params)
+        return LanceCollection(
+            table, spec, self.ann_threshold, self.params, lock=_lock(self.uri, name)
+        )
 
     def drop_collection(self, name: str) -> None:
-        if name in self.list_collections():
-            self.db.drop_table(name)
+        with _lock(self.uri, name):
+            if name in self.list_collections():
+                self.db.drop_table(name)
