@@ -91,8 +91,7 @@ class Postgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (USER,),
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
             ).fetchall()
         return len(rows)
 
