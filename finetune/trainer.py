@@ -308,6 +308,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _distributed_on_cpu() -> bool:
+    """Several processes (torchrun / ``accelerate launch --multi_gpu``) and no GPU: train on
+    CPU over gloo. Without ``use_cpu`` accelerate sees no device and runs each process alone."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def training_args(stage: StageConfig, stage_dir: Path, cfg: FinetuneRunConfig, has_val: bool):
     from trl import SFTConfig
 
@@ -348,7 +356,7 @@ def training_args(stage: StageConfig, stage_dir: Path, cfg: FinetuneRunConfig, h
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
-        use_cpu=False,
+        use_cpu=_distributed_on_cpu(),
     )
 
 
