@@ -61,19 +61,9 @@ def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
     """(checkpointer, connection): SQLite file by default, PostgreSQL for a postgresql:// URL."""
     uri = settings.agent.checkpointer
     if uri and uri.startswith(("postgres://", "postgresql://")):
-        try:
-            from langgraph.checkpoint.postgres import PostgresSaver
-            from psycopg import Connection
-            from psycopg.rows import dict_row
-        except ImportError as e:
-            raise ConfigError(
-                "[agent] checkpointer is a PostgreSQL URL but the driver is not installed",
-                "pip install 'litevlm[postgres]'",
-            ) from e
-        conn = Connection.connect(uri, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        saver = PostgresSaver(conn)
-        saver.setup()
-        return saver, conn
+        from agent.postgres import open_postgres_saver
+
+        return open_postgres_saver(uri)  # a pool: survives server restarts and dropped links
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     if uri == ":memory:":

@@ -4,7 +4,10 @@ Each stage is a TRL ``SFTTrainer`` run (fused LM head: the 257k-word logits are 
 with litevlm's collator, in ``<output_dir>/<stage>/``:
 
 - ``checkpoint-N/``: written every ``save_steps``; a rerun resumes from the last one, continuing
-  the same loss curve (optimizer, scheduler, RNG and data position are restored).
+  the same loss curve (optimizer, scheduler, RNG and data position are restored). Each one is
+  written under ``.staging/`` and renamed into place when every process has finished writing,
+  so a kill mid-save leaves no ``checkpoint-N/`` behind; a rerun also skips (with a warning)
+  any ``checkpoint-N/`` without its ``trainer_state.json`` and resumes from the one before.
 - ``final/``: the adapter (PEFT ``save_pretrained`` format, loadable by ``tools.vision``) or the
   full model, plus the processor and a model card.
 - ``result.json``: metrics; its presence marks the stage done, so a rerun skips it.
@@ -16,8 +19,12 @@ adapter is merged into its base (``<stage>/merged/``) first.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -34,6 +41,11 @@ from litevlm.errors import ConfigError, ModelLoadError
 MetricsFn = Callable[[Any, Any, list[Example]], dict[str, float]]
 
 VISION_TOWER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+STAGING = ".staging"  # checkpoints being written; never matched by transformers' checkpoint-N
+COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last into a checkpoint
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+logger = logging.getLogger(__name__)
 
 
 class StageResult(BaseModel):
@@ -157,6 +169,28 @@ def apply_method(model: Any, stage: StageConfig) -> Any:
     return model
 
 
+def last_complete_checkpoint(stage_dir: Path, log: Callable[[str], None] = print) -> str | None:
+    """The newest ``checkpoint-N/`` that holds a ``trainer_state.json``, or None.
+
+    An older litevlm, or a copy interrupted by hand, can leave a checkpoint without it (empty or
+    half-written); resuming from one crashes, so it is skipped with a warning.
+    """
+    if not stage_dir.is_dir():
+        return None
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in stage_dir.iterdir()
+        if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+    )
+    for _, path in reversed(found):
+        if (path / COMPLETE_MARKER).is_file():
+            return str(path)
+        msg = f"{path} is incomplete (no {COMPLETE_MARKER}: interrupted while saving); skipping it"
+        logger.warning(msg)
+        log(f"warning: {msg}")
+    return None
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
@@ -178,6 +212,47 @@ def _trainer_classes() -> tuple[type, type]:
             self.metrics_fn = metrics_fn
             self.val_examples = val or []
             self.last_eval: tuple[int, dict[str, float]] = (-1, {})
+            self._staging = False
+
+        def _get_output_dir(self, trial: Any) -> str:
+            run_dir = super()._get_output_dir(trial)
+            return os.path.join(run_dir, STAGING) if self._staging else run_dir
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """Write ``checkpoint-N`` under ``.staging/``, then rename it into place: it appears
+            only once complete, so a kill mid-save cannot leave one that resume would pick."""
+            from transformers.trainer_utils import rotate_checkpoints
+
+            run_dir = self._get_output_dir(trial)
+            name = f"checkpoint-{self.state.global_step}"
+            staged, final = Path(run_dir, STAGING, name), Path(run_dir, name)
+            self._staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = False
+            best = self.state.best_model_checkpoint
+            if best and Path(best).parent == staged.parent:
+                self.state.best_model_checkpoint = str(final.parent / Path(best).name)
+            # Every process writes into the staged folder (rank 0 the model and optimizer, each
+            # rank its RNG state; FSDP/ZeRO their shards): rename once all have finished.
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                if self.state.best_model_checkpoint != best:  # the saved state names the real path
+                    self.state.save_to_json(str(staged / COMPLETE_MARKER))
+                if final.exists():
+                    shutil.rmtree(final)  # an incomplete one from an earlier, killed run
+                os.replace(staged, final)
+                _fsync_dir(final.parent)
+                with contextlib.suppress(OSError):
+                    staged.parent.rmdir()  # only if empty: another process may stage next
+                rotate_checkpoints(
+                    output_dir=run_dir,
+                    save_total_limit=self.args.save_total_limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,
+                    use_mtime=True,
+                )
+            self.accelerator.wait_for_everyone()
 
         def evaluate(self, *a: Any, **kw: Any) -> dict[str, float]:
             metrics = super().evaluate(*a, **kw)
@@ -220,6 +295,27 @@ def _trainer_classes() -> tuple[type, type]:
     return LiteVLMTrainer, JsonlLogger, SkipFinalCheckpoint
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (the directory entry itself), where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _distributed_on_cpu() -> bool:
+    """Several processes (torchrun / ``accelerate launch --multi_gpu``) and no GPU: train on
+    CPU over gloo. Without ``use_cpu`` accelerate sees no device and runs each process alone."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def training_args(stage: StageConfig, stage_dir: Path, cfg: FinetuneRunConfig, has_val: bool):
     from trl import SFTConfig
 
@@ -260,7 +356,7 @@ def training_args(stage: StageConfig, stage_dir: Path, cfg: FinetuneRunConfig, h
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
-        use_cpu=False,
+        use_cpu=_distributed_on_cpu(),
     )
 
 
@@ -349,7 +445,6 @@ def run_stage(
 ) -> StageResult:
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from finetune.formatting import ExampleStore, image_size, make_collator
 
@@ -400,7 +495,9 @@ def run_stage(
         metrics_fn=compute_metrics,
         val=splits["val"],
     )
-    last = get_last_checkpoint(str(stage_dir)) if cfg.resume and stage_dir.is_dir() else None
+    if int(os.environ.get("RANK", "0")) == 0 and (stage_dir / STAGING).exists():
+        shutil.rmtree(stage_dir / STAGING)  # what a process killed mid-save had written
+    last = last_complete_checkpoint(stage_dir, log) if cfg.resume else None
     if last:
         log(f"resuming from {last}")
     started = time.perf_counter()

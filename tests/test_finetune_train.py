@@ -292,3 +292,61 @@ def test_vision_model_loads_the_adapter(lora_run: RunResult, tmp_path: Path) -> 
     assert with_adapter.adapter == "mine"
     merged = VisionModel(model=str(merge_adapter(stage.output, tmp_path / "m")), device="cpu")
     assert merged.answer(image, "what is it?").text == with_adapter.text
+
+
+KILL_MID_SAVE = """
+import os, signal, sys
+from transformers import Trainer
+from finetune.config import config_from_dict
+from finetune.trainer import train
+
+real = Trainer._save_rng_state
+
+def die_on_second_save(self, output_dir):
+    # Model and optimizer of checkpoint-6 are on disk, its RNG and trainer state are not.
+    if self.state.global_step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, output_dir)
+
+Trainer._save_rng_state = die_on_second_save
+train(config_from_dict(__import__("json").loads(sys.argv[1])), log=lambda _: None)
+"""
+
+
+def test_kill_9_mid_checkpoint_leaves_nothing_that_resume_trips_on(
+    tiny_paligemma: Path, sample_data: Path, tmp_path: Path
+) -> None:
+    """Issue 16: a SIGKILL while checkpoint-N is written must not leave a checkpoint-N/ that
+    resume picks; an incomplete checkpoint-N/ left some other way is skipped with a warning."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    kw = {"max_steps": 9, "save_steps": 3}
+    cfg = _config(tiny_paligemma, sample_data, out, **kw)
+    raw = {
+        "model": str(tiny_paligemma), "output_dir": str(out), "data": {"path": str(sample_data)},
+        "max_steps": 9, "save_steps": 3, "per_device_train_batch_size": 4,
+        "gradient_checkpointing": False, "eval_steps": 0, "logging_steps": 1, "report_to": [],
+    }  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_SAVE, json.dumps(raw)], env=env, timeout=600
+    )
+    assert proc.returncode == -signal.SIGKILL
+    stage = out / "sft"
+    assert (stage / "checkpoint-3" / "trainer_state.json").is_file()
+    assert not (stage / "checkpoint-6").exists()  # the half-written one stayed under .staging
+    assert (stage / ".staging" / "checkpoint-6").is_dir()
+    # What an older litevlm (or a copy interrupted by hand) leaves: an empty checkpoint-N/.
+    (stage / "checkpoint-7").mkdir()
+    messages: list[str] = []
+    result = train(cfg, log=messages.append)
+    assert any("checkpoint-7 is incomplete" in m for m in messages), messages
+    assert any("resuming from" in m and m.endswith("checkpoint-3") for m in messages), messages
+    assert result.final.steps == 9
+    assert not (stage / ".staging").exists()
+    assert (stage / "checkpoint-6" / "trainer_state.json").is_file()  # rewritten, complete
+    assert (stage / "checkpoint-9" / "trainer_state.json").is_file()

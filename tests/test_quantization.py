@@ -119,8 +119,10 @@ def test_4bit_paligemma_shares_one_4bit_table(varied_paligemma: Path) -> None:  
     from tools.quantization import Embedding4bit, LMHead4bit
     from tools.vision import VisionModel
 
-    plain = VisionModel(model=str(varied_paligemma), quantization="4bit", bnb_4bit_embeddings=False)
-    vm = VisionModel(model=str(varied_paligemma), quantization="4bit", max_new_tokens=4)
+    plain = VisionModel(model=str(varied_paligemma), quantization="4bit")  # the default: no table
+    vm = VisionModel(
+        model=str(varied_paligemma), quantization="4bit", bnb_4bit_embeddings=True, max_new_tokens=4
+    )
     emb, head = vm.model.get_input_embeddings(), vm.model.get_output_embeddings()
     assert isinstance(emb, Embedding4bit) and isinstance(head, LMHead4bit)
     assert emb.table is head.table  # tied in the checkpoint: one 4-bit copy
@@ -156,6 +158,7 @@ def test_adapters_load_on_a_4bit_embedding_model(
     vm = VisionModel(
         model=str(varied_paligemma),
         quantization="4bit",
+        bnb_4bit_embeddings=True,
         max_new_tokens=4,
         adapters={k: str(v) for k, v in lora_adapters.items()},
         adapter="a1",
@@ -250,7 +253,9 @@ def test_adapter_that_trains_the_lm_head_gets_a_clear_hint(
     base = AutoModelForImageTextToText.from_pretrained(varied_paligemma)
     cfg = LoraConfig(r=4, target_modules=["q_proj", "lm_head"], init_lora_weights=False)
     get_peft_model(base, cfg).save_pretrained(tmp_path / "head")
-    vm = VisionModel(model=str(varied_paligemma), quantization="4bit", max_new_tokens=3)
+    vm = VisionModel(
+        model=str(varied_paligemma), quantization="4bit", bnb_4bit_embeddings=True, max_new_tokens=3
+    )
     with pytest.raises(ModelLoadError, match="bnb_4bit_embeddings = false"):
         vm.load_adapter(tmp_path / "head", "head")
     assert vm.answer(_image(), "how many cells?").tokens > 0  # the model is left as it was

@@ -3,8 +3,14 @@
 Chainlit's ``SQLAlchemyDataLayer`` is written against PostgreSQL and does not create its tables.
 This module ships the schema (portable column types: ids as TEXT, JSON as TEXT), creates it on
 start, and adapts the layer to SQLite, the default (``<data dir>/ui/chainlit.db``): lists and
-dicts are stored as JSON text and decoded again on the way out. A ``postgresql+asyncpg://`` URL
-in ``[ui] database_url`` gives a shared deployment the same tables.
+dicts are stored as JSON text and decoded again on the way out. A PostgreSQL URL in
+``[ui] database_url`` (``postgresql://...``: psycopg 3, from the ``postgres`` extra; or
+``postgresql+asyncpg://...``) gives a shared deployment the same tables.
+
+Against a server, connections are checked before use (``pool_pre_ping``), so a server restart
+or a dropped connection costs a reconnect; a statement whose connection is lost is retried once
+on a fresh one, and if the server stays unreachable it raises ``ServiceUnavailable`` (one clear
+line) instead of chainlit's default of logging a warning and dropping the write.
 
 Uploaded files and figures are stored on local disk (``<data dir>/ui/files``) by
 ``LocalStorageClient`` and served to their owner by the app's ``/litevlm/files`` route.
@@ -19,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
+
+from litevlm.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from chainlit.types import Feedback
@@ -115,8 +123,11 @@ def ui_dir(settings: Settings) -> Path:
 
 def database_url(settings: Settings) -> str:
     """``[ui] database_url``, or the SQLite file in the data directory."""
-    if settings.ui.database_url:
-        return settings.ui.database_url
+    if url := settings.ui.database_url:
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):  # the async driver that the postgres extra installs
+                return "postgresql+psycopg://" + url[len(plain) :]
+        return url
     return f"sqlite+aiosqlite:///{ui_dir(settings) / 'chainlit.db'}"
 
 
@@ -201,6 +212,29 @@ def _decode_fields(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _connection_lost(e: Exception) -> bool:
+    """A statement that failed because the connection or the server went away."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return bool(getattr(e, "connection_invalidated", False)) or isinstance(
+        e, OperationalError | InterfaceError
+    )
+
+
+def _first_line(e: Any) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _where(url: str) -> str:
+    """host:port/db of a database URL, without the user or password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.split('+')[0]} at {parts.hostname or 'localhost'}{port}{parts.path}"
+
+
 class LiteVLMDataLayer(SQLAlchemyDataLayer):
     """``SQLAlchemyDataLayer`` that creates its tables and speaks SQLite as well as PostgreSQL."""
 
@@ -211,6 +245,17 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         self.storage = LocalStorageClient(files_dir)
         super().__init__(conninfo=url, storage_provider=self.storage)
+        self.is_server = not url.startswith("sqlite")
+        if self.is_server:
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.orm import sessionmaker
+
+            # Chainlit's engine has no pre-ping: after a server restart every pooled
+            # connection would fail once. Nothing has connected yet, so swap it.
+            self.engine = create_async_engine(url, pool_pre_ping=True)
+            self.async_session = sessionmaker(
+                bind=self.engine, expire_on_commit=False, class_=AsyncSession
+            )
 
     async def create_element(self, element: Any) -> None:
         # A user's attachment arrives in Chainlit's session folder; the app keeps the one
@@ -232,7 +277,30 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
                 await conn.execute(text(statement))
 
     async def execute_sql(self, query: str, parameters: dict) -> list[dict[str, Any]] | int | None:
-        return await super().execute_sql(query, {k: _encode(v) for k, v in parameters.items()})
+        params = {k: _encode(v) for k, v in parameters.items()}
+        if not self.is_server:
+            return await super().execute_sql(query, params)
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        for attempt in range(2):
+            try:
+                async with self.async_session() as session, session.begin():
+                    result = await session.execute(text(query), params)
+                    if not result.returns_rows:
+                        return result.rowcount
+                    return self.clean_result([dict(row._mapping) for row in result.fetchall()])
+            except DBAPIError as e:
+                if not _connection_lost(e):
+                    return await super().execute_sql(query, params)  # chainlit's handling
+                if attempt:
+                    raise ServiceUnavailable(
+                        f"the UI database ({_where(self._conninfo)}) is unreachable: "
+                        f"{_first_line(e.orig or e)}; this change was not saved",
+                        "start the database or fix [ui] database_url; what was saved before is "
+                        "kept",
+                    ) from e
+        return None
 
     async def upsert_feedback(self, feedback: Feedback) -> str:
         # chainlit's Feedback has no time; the export needs one, so stamp the first write.
