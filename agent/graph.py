@@ -28,6 +28,8 @@ from langgraph.types import Overwrite, Send
 from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context
+from agent.grounding import ground, tidy_warnings
+from agent.sanitize import filter_answer, inert_output
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
 from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, normalise, sentences_for, sources_for
 from litevlm.types import Answer, Source
@@ -360,6 +362,7 @@ def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
             output = res.model_dump(mode="json")
     except Exception as e:  # one failing tool degrades the answer, it does not fail it
         error = f"{type(e).__name__}: {e}"
+    output = inert_output(item["tool"], output)  # retrieved text is data: made inert once, here
     elapsed = time.perf_counter() - t0
     record: ToolRecord = {
         "key": item["key"],
@@ -455,20 +458,21 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 f"chat model failed while answering ({type(e).__name__}: {e}); "
                 "gave the extractive answer"
             )
-    if not draft:
-        multi = len({rec["image"] for rec, _ in numbered if rec["image"]}) > 1
-        lines: list[str] = []
-        for rec, nums in numbered:
-            name = images.get(rec["image"] or "", {}).get("name")
-            lines += sentences_for(rec, nums, name, multi, state["question"])
-        if not lines:
-            needs_image = not state.get("targets") and not any(
-                p["tool"] == "literature" for p in state.get("plan") or []
-            )
-            lines = [prompts.NO_IMAGE_NOTE if needs_image else prompts.NO_RESULT_NOTE]
-        draft = "\n".join(lines)
+    multi = len({rec["image"] for rec, _ in numbered if rec["image"]}) > 1
+    lines: list[str] = []
+    for rec, nums in numbered:
+        name = images.get(rec["image"] or "", {}).get("name")
+        lines += sentences_for(rec, nums, name, multi, state["question"])
+    if not lines:
+        needs_image = not state.get("targets") and not any(
+            p["tool"] == "literature" for p in state.get("plan") or []
+        )
+        lines = [prompts.NO_IMAGE_NOTE if needs_image else prompts.NO_RESULT_NOTE]
+    extractive = "\n".join(lines)  # also what replaces the model's unsupported sentences
+    draft = draft or extractive
     return {
         "draft": draft,
+        "extractive": extractive,
         "sources": [s.model_dump(mode="json") for s in sources],
         "warnings": warnings,
         "timings": {"synthesise": time.perf_counter() - t0},
@@ -479,7 +483,15 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx = runtime.context
     sources = [Source.model_validate(s) for s in state.get("sources") or []]
-    text, cited, warnings = verify(state.get("draft") or "", sources)
+    # Claims are checked against what they cite; no diagnosis or advice survives either way.
+    draft, clinical = filter_answer(state.get("draft") or "")
+    extractive, _ = filter_answer(state.get("extractive") or "")
+    draft, grounded = ground(draft, sources, question=state["question"], extractive=extractive)
+    text, cited, warnings = verify(draft, sources)
+    if not _has_claim(text) and extractive and draft.strip() != extractive.strip():
+        warnings.append("no cited claim of the model's answer survived; gave the rule-based answer")
+        text, cited, _ = verify(extractive, sources)
+    warnings = [*clinical, *grounded, *warnings]
     if not text.strip():
         text = prompts.ALL_REMOVED_NOTE
     results = state.get("results") or {}
@@ -511,7 +523,7 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         text=text,
         sources=cited,
         timings=timings,
-        warnings=[*(state.get("warnings") or []), *warnings],
+        warnings=tidy_warnings([*(state.get("warnings") or []), *warnings]),
         figures=figures,
         models=models,
     )
@@ -521,6 +533,10 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "timings": {"verify": timings["verify"]},
         "warnings": warnings,
     }
+
+
+def _has_claim(text: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("Note:") for line in text.splitlines())
 
 
 def build_graph(checkpointer: Any = None) -> Any:
