@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= ui,weaviate,dev,openai
+EXTRAS ?= ui,weaviate,dev,openai,llm
 OUT    ?= artifacts/demo
 
 .PHONY: venv demo test lint format bench clean
