@@ -27,10 +27,11 @@ from langgraph.types import Overwrite, Send
 
 from agent import prompts
 from agent.citations import number_sources, verify
-from agent.context import Context
+from agent.context import Context, past_deadline
 from agent.grounding import ground, tidy_warnings
 from agent.sanitize import filter_answer, inert_output
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
+from agent.toolcalls import read_calls
 from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, normalise, sentences_for, sources_for
 from litevlm.types import Answer, Source
 
@@ -189,8 +190,8 @@ def _resolve_image(name: str | None, images: dict[str, ImageRecord], targets: li
 
 def model_plan(
     state: State, targets: list[str], images: dict[str, ImageRecord], ctx: Context
-) -> list[PlanItem]:
-    """Routing by the chat model's tool calls."""
+) -> tuple[list[PlanItem], list[str]]:
+    """Routing by the chat model's tool calls (also those written as JSON in its text)."""
     names = ", ".join(f"{r['name']} ({r['modality']})" for r in images.values()) or "none"
     available = sorted(
         {k.split("|")[0] for k, r in state.get("results", {}).items() if not r.get("error")}
@@ -200,12 +201,11 @@ def model_plan(
     msg = ctx.chat_model.bind_tools(TOOL_SCHEMAS).invoke(
         [SystemMessage(system), *history, HumanMessage(state["question"])]
     )
+    calls, warnings = read_calls(msg, TOOL_SCHEMAS)
     items: list[PlanItem] = []
-    for call in getattr(msg, "tool_calls", None) or []:
-        tool = SCHEMA_TO_TOOL.get(call["name"])
-        args = dict(call.get("args") or {})
-        if tool is None:
-            continue
+    for call in calls:
+        tool = SCHEMA_TO_TOOL[call["name"]]
+        args = dict(call["args"])
         if tool == "literature":
             items.append(
                 make_item(
@@ -230,7 +230,17 @@ def model_plan(
         else:
             k = int(args.get("k") or ctx.similar_k or 3)
             items.append(make_item("similar", img, {"k": max(1, min(k, 50))}, ctx))
-    return items
+    return items, warnings
+
+
+def previous_turn(state: State) -> list[PlanItem]:
+    """The last turn's successful tool calls, as plan items: what a follow-up may reuse."""
+    results = state.get("results") or {}
+    return [
+        {"key": k, "tool": r["tool"], "image": r["image"], "args": r["args"]}
+        for k in state.get("turn") or []
+        if (r := results.get(k)) and not r["error"]
+    ]
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -249,15 +259,21 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     targets = pick_targets(question, images, new_ids)
     target_recs = [images[i] for i in targets]
     warnings: list[str] = []
-    if ctx.chat_model is not None:
+    if ctx.chat_model is not None and not past_deadline(ctx):
         try:
-            plan = model_plan(state, targets, images, ctx)
+            plan, warnings = model_plan(state, targets, images, ctx)
         except Exception as e:  # a chat model that is down must not fail the turn
             warnings.append(
                 f"chat model failed while routing ({type(e).__name__}: {e}); "
                 "used the rule-based routing"
             )
             plan = rule_plan(question, target_recs, ctx)
+        else:
+            if not plan and not new_ids and (earlier := previous_turn(state)):
+                plan = earlier  # a follow-up the model answers from the thread's sources
+            elif not plan:
+                warnings.append("the chat model chose no usable tool; used the rule-based routing")
+                plan = rule_plan(question, target_recs, ctx)
     else:
         plan = rule_plan(question, target_recs, ctx)
     seen: set[str] = set()
@@ -439,7 +455,11 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     images = state.get("images") or {}
     warnings: list[str] = []
     draft = ""
-    if ctx.chat_model is not None and sources:
+    if ctx.chat_model is not None and sources and past_deadline(ctx):
+        warnings.append(
+            "the turn's deadline ([agent] turn_deadline_s) passed; gave the rule-based answer"
+        )
+    elif ctx.chat_model is not None and sources:
         blocks = "\n".join(
             prompts.source_block(s.n or 0, s.kind, s.title, s.snippet or s.title) for s in sources
         )

@@ -77,7 +77,7 @@ _UNIT_PATTERNS: list[tuple[str, str]] = [
     (r"hz\b", "hz"),
 ]
 _UNIT_AFTER = re.compile(
-    r"\s?(?:(?:nuclei|cells|objects|positive cells|voxels)\s+)?("
+    r"\s?(?:(?:nuclei|cells|objects|positive cells|voxels)\s*)?("
     + "|".join(f"(?:{p})" for p, _ in _UNIT_PATTERNS)
     + ")",
     re.I,
@@ -184,7 +184,7 @@ def quantities(text: str) -> list[Quantity]:
 def _close(a: float, b: float, decimals: int) -> bool:
     if math.isclose(a, b, rel_tol=5e-3, abs_tol=0.5 * 10**-decimals + 1e-12):
         return True
-    if decimals == 0 and a and float(a).is_integer():  # "140" for 138.6: trailing zeros round
+    if decimals == 0 and a and not float(b).is_integer():  # "140" for 138.6 (a count is exact)
         zeros = len(str(int(abs(a)))) - len(str(int(abs(a))).rstrip("0"))
         return zeros > 0 and round(b, -zeros) == a
     return False
@@ -242,7 +242,9 @@ class Support:
     sentences: list[str]
 
 
-def source_support(sources: list[Source]) -> Support:
+def source_support(sources: list[Source], wording: dict[int, str] | None = None) -> Support:
+    """What ``sources`` say: their text and facts, and ``wording[n]``, the tools' own sentences
+    citing source n (a rendering of the same typed output, e.g. the measurement's warnings)."""
     parts: list[str] = []
     qs: list[Quantity] = []
     pixel: list[float] = []
@@ -264,6 +266,9 @@ def source_support(sources: list[Source]) -> Support:
             fact_text.append(f"{label} {f.text} {f.value} {f.unit}")
         text = " ".join([s.title, s.snippet, *fact_text, " ".join(s.authors), str(s.year or "")])
         text += f" {s.id} {s.venue or ''} {s.kind}"
+        own = (wording or {}).get(s.n or 0, "")
+        if own:
+            text += " " + CITE.sub(" ", own)
         parts.append(text)
         for piece in re.split(r"[,;]\s+", f"{s.snippet}; {s.title}"):
             # "mean area = 139 px^2": the name before the number says what it is
@@ -357,7 +362,19 @@ def content_words(text: str) -> list[str]:
     return [w for w in words if w not in _STOP]
 
 
+def _negated(text: str) -> tuple[set[str], set[str]]:
+    """(stems said under a negation, all stems) of a text: "not associated with survival"."""
+    tokens = re.findall(r"[\w'’]+", fold(text))
+    negated: set[str] = set()
+    for i, tok in enumerate(tokens):
+        if _NEG.fullmatch(tok) or (tok in {"free", "negative", "fails", "fail"}):
+            negated |= {_stem(w) for w in tokens[i + 1 : i + 4] if len(w) >= 4 and w not in _STOP}
+    return negated, {_stem(w) for w in tokens if len(w) >= 4 and w not in _STOP}
+
+
 def _polarity_clash(sentence: str, support: Support) -> bool:
+    """The sentence affirms what the closest source sentence negates, or negates what it
+    affirms ("was associated" against "was not associated")."""
     words = {_stem(w) for w in content_words(sentence)}
     if len(words) < 2:
         return False
@@ -368,7 +385,9 @@ def _polarity_clash(sentence: str, support: Support) -> bool:
             best, best_overlap = s, overlap
     if best is None:
         return False
-    return bool(_NEG.search(CITE.sub("", sentence))) != bool(_NEG.search(best))
+    neg_s, all_s = _negated(CITE.sub("", sentence))
+    neg_b, all_b = _negated(best)
+    return bool((neg_b & (all_s - neg_s)) or (neg_s & (all_b - neg_b)))
 
 
 # -- one sentence ---------------------------------------------------------------------------
@@ -377,6 +396,8 @@ def _polarity_clash(sentence: str, support: Support) -> bool:
 def check(sentence: str, support: Support, question: str = "") -> str | None:
     """Why ``sentence`` is not supported by ``support``, or None when it is."""
     body = CITE.sub(" ", sentence)
+    if len(body) > 20 and fold(body).strip(" .") in support.text:
+        return None  # a verbatim quote of what it cites
     for q in quantities(body):
         if not supports_number(q, support.quantities, support.pixel_um):
             unit = f" {q.unit}" if q.unit else ""
@@ -403,12 +424,16 @@ def _cites(text: str, numbers: set[int]) -> list[int]:
     return [n for n in cited_numbers(text) if n in numbers]
 
 
-def _attach(sentence: str, sources: list[Source], question: str) -> int | None:
+def _attach(
+    sentence: str, sources: list[Source], question: str, wording: dict[int, str]
+) -> int | None:
     """The one source that supports an uncited claim with a number or a named term."""
     body = CITE.sub(" ", sentence)
     if not quantities(body) and not entities(body):
         return None
-    fits = [s.n for s in sources if s.n and check(body, source_support([s]), question) is None]
+    fits = [
+        s.n for s in sources if s.n and check(body, source_support([s], wording), question) is None
+    ]
     return fits[0] if len(fits) == 1 else None
 
 
@@ -433,6 +458,11 @@ def ground(
     text = _DANGLING.sub("", text)
     known = {s.n for s in sources if s.n}
     by_n = {s.n: s for s in sources}
+    wording: dict[int, str] = {}
+    for line in extractive.splitlines():
+        for sentence in split_sentences(line):
+            for n in set(cited_numbers(sentence)) & known:
+                wording[n] = f"{wording.get(n, '')} {sentence}"
     warnings: list[str] = []
     dropped: list[tuple[str, list[int]]] = []
     lines: list[str] = []
@@ -448,7 +478,7 @@ def ground(
                 continue
             nums = _cites(sentence, known)
             if not nums:
-                n = _attach(sentence, sources, question)
+                n = _attach(sentence, sources, question, wording)
                 if n is not None:
                     warnings.append(
                         f"attached an uncited claim to source [{n}]: {_short(sentence)}"
@@ -457,7 +487,7 @@ def ground(
                 else:
                     kept.append(sentence)  # citations.verify removes it, with its warning
                     continue
-            why = check(sentence, source_support([by_n[n] for n in nums]), question)
+            why = check(sentence, source_support([by_n[n] for n in nums], wording), question)
             if why is None:
                 kept.append(sentence)
                 kept_cites.update(nums)
