@@ -175,6 +175,10 @@ class AgentConfig(_Section):
     turn_deadline_s: float = Field(
         default=180.0, gt=0, description="no chat-model call starts later than this into a turn"
     )
+    routing: Literal["semantic", "keyword"] = Field(
+        default="semantic",
+        description="rules mode: route by meaning (all-MiniLM-L6-v2) or by keywords only",
+    )
 
 
 class UIConfig(_Section):
