@@ -299,6 +299,18 @@ def inert_output(tool: str, output: Any) -> Any:
             {**s, **{k: _inert_value(s[k]) for k in _TEXT_FIELDS if s.get(k)}}
             for s in out.get("sources") or []
         ]
+        # Evidence sentences were ranked from the raw abstracts: none from a withheld field,
+        # each made inert itself (a sentence about a patient's treatment goes).
+        by_id = {str(s.get("id")): s for s in out["sources"]}
+        evidence = []
+        for ev in out.get("evidence") or []:
+            src = by_id.get(str(ev.get("source_id")), {})
+            field = src.get("title" if ev.get("part") == "title" else "snippet", "")
+            sentence = inert(ev.get("sentence"))
+            if field != WITHHELD and sentence and CLINICAL not in sentence:
+                evidence.append({**ev, "sentence": sentence})
+        if "evidence" in out:
+            out["evidence"] = evidence
     elif tool == "similar":
         out["cases"] = [
             {**c, "caption": inert(c.get("caption")), "metadata": _inert_value(c.get("metadata"))}

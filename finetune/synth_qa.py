@@ -145,13 +145,24 @@ def template_pairs(row: CaptionRow) -> list[QAPair]:
 
 
 def make_chat_model(name: str, agent: Any = None) -> Any:
-    """A LangChain chat model from an ``init_chat_model`` string and the [agent] settings."""
-    from langchain.chat_models import init_chat_model
+    """A LangChain chat model from an ``init_chat_model`` string and the [agent] settings
+    (base_url, API key, timeout, max_tokens: the agent's own ``load_chat_model``)."""
+    from agent.context import load_chat_model
+    from litevlm.config import AgentConfig
 
-    kwargs: dict[str, Any] = {"temperature": getattr(agent, "temperature", 0.0)}
-    if getattr(agent, "base_url", None):
-        kwargs["base_url"] = agent.base_url
-    return init_chat_model(name, **kwargs)
+    config = (
+        agent.model_copy(update={"chat_model": name}) if agent else AgentConfig(chat_model=name)
+    )
+    return load_chat_model(config)
+
+
+def answerable(pair: dict[str, str], caption: str) -> bool:
+    """Whether the caption states the answer: its numbers, names and words (agent.grounding)."""
+    from agent.grounding import check, source_support
+    from litevlm.types import Source
+
+    support = source_support([Source(kind="case", id="caption", snippet=caption)])
+    return check(pair["answer"], support, pair["question"]) is None
 
 
 def _parse_pairs(text: str) -> list[dict[str, str]]:
@@ -173,10 +184,13 @@ def model_pairs(row: CaptionRow, chat: Any, n: int) -> list[QAPair]:
     reply = chat.invoke(PROMPT.format(n=n, caption=row.caption))
     content = reply.content if hasattr(reply, "content") else str(reply)
     name = getattr(chat, "model_name", None) or getattr(chat, "model", None) or type(chat).__name__
+    parsed = _parse_pairs(content if isinstance(content, str) else json.dumps(content))
+    # A small model invents: only pairs whose answer the caption states are kept.
     return [
         QAPair(image=row.image, generator=str(name), source_caption=row.caption, **p)
-        for p in _parse_pairs(content if isinstance(content, str) else json.dumps(content))[:n]
-    ]
+        for p in parsed
+        if answerable(p, row.caption)
+    ][:n]
 
 
 def _key(p: QAPair) -> tuple[str, str]:

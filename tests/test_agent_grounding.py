@@ -197,8 +197,8 @@ def test_a_follow_up_with_no_tool_call_reuses_the_thread_sources(tmp_path, image
     )
     with Assistant(settings, chat_model=first) as assistant:
         a = assistant.ask("How many nuclei are there?", [images["ihc"]])
-        count = next(s for s in a.sources if s.kind == "measurement").snippet.split(",")[0]
-        n = count.split("=")[1].strip()
+        measured = next(s for s in a.sources if s.kind == "measurement")
+        n = next(f.value for f in measured.facts if f.name == "count")
         assistant._chat_model = scripted("No tool needed.", f"The count is {n} [1].")
         b = assistant.ask("And the count again?", thread_id=a.thread_id)
     assert f"The count is {n} [1]." in b.text

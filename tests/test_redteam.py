@@ -119,7 +119,6 @@ def test_injected_literature_never_reaches_the_answer(kind, mode, tmp_path, lit)
             answer = assistant.ask(QUESTION)
     finally:
         lit.tavily_results, lit.wikipedia_pages = tavily_results([]), wikipedia_pages([])
-    assert len(answer.sources) >= 1 or mode == "chat"
     shown = answer.text + "\n".join(s.title + " " + s.snippet for s in answer.sources)
     assert not leaked(shown), answer.text
     if model is not None:
