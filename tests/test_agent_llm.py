@@ -33,7 +33,7 @@ QUESTIONS = ("kvp-cr", "count-ihc", "id-name-ct", "lit-tcp")
 
 @pytest.fixture(scope="module")
 def benchmarks_on_path():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/agent.py must not shadow agent/
     yield
     sys.path.remove(str(ROOT / "benchmarks"))
 
