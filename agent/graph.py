@@ -31,7 +31,16 @@ from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context, past_deadline
 from agent.grounding import ground, tidy_warnings
-from agent.questions import WITHHELD_FACTS, WITHHELD_NOTE, asks_identifier, facts_for
+from agent.questions import (
+    FACT_TOOL,
+    LITERATURE,
+    POINTS_AT_IMAGE,
+    WITHHELD_FACTS,
+    WITHHELD_NOTE,
+    asked_facts,
+    asks_identifier,
+    facts_for,
+)
 from agent.routing import Route
 from agent.sanitize import filter_answer, inert_output
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
@@ -112,7 +121,7 @@ def rule_plan(
     r = route or ctx.toolbox.router.route(question)
     if r.identifier:
         return []
-    tools = list(r.tools)
+    tools = chosen_tools(r, question, bool(targets))
     if r.describe:
         tools = ["header", "vision", "measure", *(["similar"] if ctx.similar_k else [])]
     elif targets and not tools:
@@ -131,6 +140,17 @@ def rule_plan(
         query = literature_query(question, targets)
         items.append(make_item("literature", None, {"query": query}, ctx))
     return items
+
+
+def chosen_tools(r: Route, question: str, has_images: bool) -> list[str]:
+    """The router's tools, plus the tool of any fact the question names in so many words
+    ("kilovoltage", "covered by tissue"): a safety net under routing by meaning."""
+    if LITERATURE.search(question) and not POINTS_AT_IMAGE.search(question):
+        return ["literature"]  # "what is known about X" asks the papers, whatever X sounds like
+    tools = list(r.tools)
+    if has_images and not r.describe:
+        tools += [t for t in dict.fromkeys(FACT_TOOL[f] for f in asked_facts(question))]
+    return list(dict.fromkeys(tools))
 
 
 def question_route(question: str, state: State, ctx: Context) -> Route:
@@ -204,7 +224,7 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     warnings: list[str] = []
     r = question_route(question, state, ctx)
     withheld = r.identifier or bool(set(r.facts) & WITHHELD_FACTS) or asks_identifier(question)
-    asked = facts_for(r.facts, question, list(r.tools))
+    asked = facts_for(r.facts, question, chosen_tools(r, question, bool(targets)))
     if withheld:  # identifiers are never answered, in any mode: no tool runs
         plan: list[PlanItem] = []
     elif ctx.chat_model is not None and not past_deadline(ctx):
@@ -249,11 +269,14 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _pixel_size(r: Route, ctx: Context, state: State) -> dict[str, Any] | None:
     """The pixel size the user stated: this question, ``--pixel-size``, or earlier in the thread."""
-    stated = PixelSize(um=r.pixel_size_um, source="the question") if r.pixel_size_um else None
-    if stated is None and ctx.pixel_size_um:
-        stated = PixelSize(um=float(ctx.pixel_size_um), source="--pixel-size")
+    stated = None
+    if r.pixel_size_um:
+        stated = PixelSize(um=r.pixel_size_um, source="stated in the question")
+    elif ctx.pixel_size_um:
+        stated = PixelSize(um=float(ctx.pixel_size_um), source="given with --pixel-size")
     if stated is None:
-        return state.get("pixel_size")
+        earlier = state.get("pixel_size")
+        return {**earlier, "source": "stated earlier in this thread"} if earlier else None
     return {"um": stated.um, "source": stated.source}
 
 

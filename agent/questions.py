@@ -47,7 +47,12 @@ _FACTS: list[tuple[str, str, str]] = [
     ("circularity", "measure", r"\bcircular\w*|\bround(ness|ed)?\b|\bshape"),
     ("confluence", "measure", r"\bconfluen\w*|\bcoverage|\bcovered\b"),
     ("focus", "measure", r"\bfocus\w*|\bblur\w*|\bsharp\w*|\bimage quality|\bquality of the image"),
-    ("tissue_fraction", "measure", r"\btissue (fraction|area|cover\w*)|how much tissue"),
+    (
+        "tissue_fraction",
+        "measure",
+        r"\btissue (fraction|area|cover\w*)|how much tissue|"
+        r"covered (by|with) tissue",
+    ),
     ("eosin_fraction", "measure", r"\beosin"),
     (
         "mean_intensity",
@@ -69,7 +74,11 @@ _FACTS: list[tuple[str, str, str]] = [
     ("slice_thickness", "header", r"\bslice thickness|\bthick(ness)?\b|\bslice width"),
     ("repetition_time", "header", r"\brepetition time|\bTR\b|\bTR/TE|\bsequence (timing|param)"),
     ("echo_time", "header", r"\becho time|\bTE\b|\bTR/TE|\bsequence (timing|param)"),
-    ("field_strength", "header", r"\bfield strength|\btesla\b|\b\d(\.\d)?\s*T\b|\bmagnet"),
+    (
+        "field_strength",
+        "header",
+        r"\bfield strength|\btesla\b|\b\d(\.\d)?\s*T\b|\bmagnetic field|\bmagnet strength",
+    ),
     ("flip_angle", "header", r"\bflip angle"),
     ("scanning_sequence", "header", r"\b(scanning|pulse) sequence|\bspin[- ]echo|\bgradient echo"),
     (
@@ -121,6 +130,15 @@ _FACTS: list[tuple[str, str, str]] = [
 ]
 FACT_PATTERNS = [(name, tool, re.compile(p, re.I)) for name, tool, p in _FACTS]
 FACT_TOOL = {name: tool for name, tool, _ in _FACTS}
+
+# A question for the papers, unless it points at the image ("... about this staining").
+LITERATURE = re.compile(
+    r"\b(what is known|known about|literature|papers?|stud(y|ies) (say|show|report)|"
+    r"publications?|evidence (for|on|about)|research (on|about|into)|pubmed|arxiv|"
+    r"review articles?|guidelines?)\b",
+    re.I,
+)
+POINTS_AT_IMAGE = re.compile(r"\b(this|these|here|in it|the image|the scan|the slide)\b", re.I)
 
 IDENTIFIER = re.compile(
     r"\b(patient'?s? (name|id\b|identifier|number|address|phone|birth|date of birth|dob|age|"
@@ -179,7 +197,7 @@ def stated_pixel_size(question: str) -> PixelSize | None:
         elif unit.startswith(("nm", "nano")):
             value /= 1000.0
         if value > 0:
-            return PixelSize(um=value, source="the question")
+            return PixelSize(um=value, source="stated in the question")
     return None
 
 

@@ -78,7 +78,7 @@ default:
   - How many nuclei are there?
 images:
   ihc.png:
-    - What is known about telomere length?
+    - What is known about the heme irons of flavocytochrome C552?
 """
 
 
@@ -103,7 +103,7 @@ def test_report_files_are_complete_and_the_html_is_self_contained(
     assert [qa.question for qa in ihc.answers] == [
         "Describe this image.",
         "How many nuclei are there?",
-        "What is known about telomere length?",
+        "What is known about the heme irons of flavocytochrome C552?",  # a recorded paper's
     ]
     assert any(k.endswith("(reused)") for k in ihc.timings)  # the count reused the measurement
     for qa in ihc.answers:
@@ -136,6 +136,7 @@ def test_report_without_vision_weights_says_so_and_shows_the_rest(tmp_path, lit,
         "LITEVLM_LITERATURE__PUBMED_BASE_URL": "http://127.0.0.1:9/",
         "LITEVLM_LITERATURE__SOURCES": '["pubmed"]',
         "LITEVLM_LITERATURE__RETRIES": "0",
+        "LITEVLM_AGENT__ROUTING": "keyword",
     }
     qfile = tmp_path / "q.yaml"
     qfile.write_text("- What is known about phase imaging?\n")

@@ -16,6 +16,7 @@ from agent.tools.toolbox import normalise
 from litevlm.types import Fact, Source
 from tools.literature.base import LiteratureResult
 from tools.literature.evidence import Evidence
+from tools.literature.evidence import quote as evidence_quote
 
 
 class LiteratureOutput(LiteratureResult):
@@ -64,9 +65,17 @@ class Literature(Tool):
             max_results=int(args.get("max_results") or 3),
             identifiers=identifiers or None,
         )
-        # Ranked here, on this machine: the question itself never leaves it.
-        question = payload.get("question") or args["query"]
+        # Ranked here, on this machine, against the question without the identifiers (which
+        # are not what the papers are about).
+        from tools.privacy import redact
+
+        question = redact(payload.get("question") or args["query"], identifiers)[0]
         found = tb.evidence.rank(question, res.sources) if res.sources else []
+        # A paper whose abstract gives no evidence may still be on the question by its title
+        # (an abstract can be missing, or be text that is not an abstract at all).
+        rest = [s.model_copy(update={"snippet": ""}) for s in res.sources]
+        rest = [s for s in rest if s.id not in {e.source_id for e in found}]
+        found += tb.evidence.rank(question, rest) if rest else []
         out = LiteratureOutput(**res.model_dump(), question=question, evidence=found)
         return out, [f"literature {k}: {v}" for k, v in res.unavailable.items()]
 
@@ -105,13 +114,9 @@ class Literature(Tool):
             src, n = by_id.get(ev.source_id), number.get(ev.source_id)
             if src is None or n is None:
                 continue
-            who = ""
-            if src.authors:
-                who = src.authors[0] + (" et al." if len(src.authors) > 1 else "")
-            who = f"{who} ({src.year})" if who and src.year else who or f"A {src.kind} paper"
-            plural = len(src.authors) > 1
-            verb = ("report" if plural else "reports") if ev.part == "abstract" else "is titled"
-            lines.append(f'{who} {verb}: "{quote(ev.sentence)}" [{n}].')
+            # Quoted verbatim, its own double quotes made single: the quote stays one sentence.
+            clean = ev.model_copy(update={"sentence": quote(ev.sentence)})
+            lines.append(f"{evidence_quote(clean, src)} [{n}].")
         if out.sources and not lines:
             lines.append(
                 f"Note: the literature search for “{out.query}” found {len(out.sources)} "
