@@ -9,6 +9,7 @@ modality, organ and findings out of the caption. Duplicates are removed, and eve
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from finetune.data import CAPTION_COLUMNS, IMAGE_COLUMNS, DataError, _pick, read_rows
+
+log = logging.getLogger("litevlm.synth_qa")
 
 
 class CaptionRow(BaseModel):
@@ -204,7 +207,12 @@ def synthesize(rows: list[CaptionRow], chat: Any = None, per_caption: int = 5) -
     seen: set[tuple[str, str]] = set()
     out: list[QAPair] = []
     for row in tqdm(rows, desc="synth-qa", disable=len(rows) < 50):
-        pairs = model_pairs(row, chat, per_caption) if chat is not None else []
+        pairs = []
+        if chat is not None:
+            try:
+                pairs = model_pairs(row, chat, per_caption)
+            except Exception as e:  # a timeout or a down server: this caption gets templates
+                log.warning("synth-qa: the chat model failed on %s (%s); templates", row.image, e)
         if not pairs:
             # The description pair plus up to per_caption-1 keyword pairs.
             pairs = template_pairs(row)[:per_caption]
