@@ -48,12 +48,12 @@ class TurnOptions(BaseModel):
 class AgentEvent(BaseModel):
     """One streamed event: a step starting or ending, a token, the answer, an error."""
 
-    type: Literal["step_start", "step_end", "token", "answer", "error"]
+    type: Literal["step_start", "step_end", "draft", "token", "answer", "error"]
     name: str = ""  # node: route, a tool of agent.tools.TOOLS, synthesise, verify
     input: dict[str, Any] | None = None
     output: Any = None  # short JSON-able summary
     elapsed_s: float | None = None
-    text: str = ""  # for token and error events
+    text: str = ""  # for draft, token and error events
     answer: Answer | None = None  # for the final event
 
 
@@ -232,6 +232,7 @@ class Assistant:
             adapter=opts.adapter,
             quantization=opts.quantization,
             heatmap=opts.heatmap,
+            deadline=time.monotonic() + agent_cfg.turn_deadline_s,
             pixel_size_um=opts.pixel_size_um,
         )
         thread = thread_id or uuid.uuid4().hex[:12]
@@ -348,7 +349,9 @@ class Assistant:
                         and isinstance(text, str)
                         and text
                     ):
-                        yield AgentEvent(type="token", name="synthesise", text=text)
+                        # The chat model's draft is not verified yet: a "draft" event, never
+                        # a "token" of the answer (verify may drop or replace its sentences).
+                        yield AgentEvent(type="draft", name="synthesise", text=text)
                 elif mode == "values":
                     final = chunk
         except Exception as e:
@@ -356,10 +359,9 @@ class Assistant:
             return
         if final and final.get("answer"):
             answer = self._answer(final, config, t0, redactor)
-            if ctx.chat_model is None:
-                # The rule-based answer is not generated token by token; stream it per line.
-                for line in answer.text.splitlines(keepends=True):
-                    yield AgentEvent(type="token", name="verify", text=line)
+            # Only verified text is streamed as the answer, line by line.
+            for line in answer.text.splitlines(keepends=True):
+                yield AgentEvent(type="token", name="verify", text=line)
             yield AgentEvent(type="answer", name="verify", answer=answer)
 
     async def astream(

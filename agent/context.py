@@ -8,6 +8,8 @@ was asked, what the tools returned) is in ``agent.state`` and is checkpointed.
 from __future__ import annotations
 
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,22 @@ class Context:
     heatmap: bool = False  # vision calls also save an attention heat-map (a figure)
     pixel_size_um: float | None = None  # stated by the user (--pixel-size): px -> um in answers
     history_messages: int = 6  # earlier messages the chat model sees
+    deadline: float | None = None  # time.monotonic() after which no chat-model call starts
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _limits(provider: str, config: AgentConfig) -> dict[str, Any]:
+    """Timeout and reply length in each provider's own words: a hung server or a looping
+    model must not hang the CLI or the UI."""
+    if provider == "ollama":
+        return {"num_predict": config.max_tokens, "client_kwargs": {"timeout": config.timeout_s}}
+    if provider in {"anthropic", "openai", "azure_openai", "mistralai", "groq", "deepseek", ""}:
+        return {"max_tokens": config.max_tokens, "timeout": config.timeout_s, "max_retries": 1}
+    return {"max_tokens": config.max_tokens, "timeout": config.timeout_s}
+
+
+def past_deadline(ctx: Context) -> bool:
+    return ctx.deadline is not None and time.monotonic() > ctx.deadline
 
 
 def load_chat_model(config: AgentConfig) -> BaseChatModel | None:
@@ -55,6 +72,12 @@ def load_chat_model(config: AgentConfig) -> BaseChatModel | None:
             "[agent] base_url is set but chat_model is not",
             "set [agent] chat_model to the served model's name, e.g. 'openai:qwen2.5-7b'",
         )
+    if re.match(r"^(https?|wss?)://", name, re.I) or re.match(r"^[\w.-]+:\d+(/|$)", name):
+        raise ConfigError(
+            f"[agent] chat_model = {name!r} is a URL, not a model name",
+            f"set [agent] base_url = {name!r} and chat_model to the model the server serves "
+            "(e.g. 'qwen2.5-7b-instruct'; GET <base_url>/models lists them)",
+        )
     from langchain.chat_models import init_chat_model
 
     kwargs: dict[str, Any] = {"temperature": config.temperature}
@@ -63,8 +86,12 @@ def load_chat_model(config: AgentConfig) -> BaseChatModel | None:
             name = f"openai:{name}"
         kwargs["base_url"] = config.base_url
         kwargs["api_key"] = os.environ.get(config.api_key_env) or "not-needed"
+    limits = _limits(name.split(":", 1)[0] if ":" in name else "", config)
     try:
-        return init_chat_model(name, **kwargs)
+        try:
+            return init_chat_model(name, **kwargs, **limits)
+        except (TypeError, ValueError):  # a provider that names its limits otherwise
+            return init_chat_model(name, **kwargs)
     except ImportError as e:
         raise ConfigError(
             f"[agent] chat_model = {config.chat_model!r}: the provider's package is missing ({e})",

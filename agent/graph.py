@@ -29,7 +29,8 @@ from langgraph.types import Overwrite, Send
 
 from agent import prompts
 from agent.citations import number_sources, verify
-from agent.context import Context
+from agent.context import Context, past_deadline
+from agent.grounding import ground, tidy_warnings
 from agent.questions import (
     FACT_TOOL,
     LITERATURE,
@@ -41,7 +42,9 @@ from agent.questions import (
     facts_for,
 )
 from agent.routing import Route
+from agent.sanitize import filter_answer, inert_output
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
+from agent.toolcalls import read_calls
 from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, TOOLS, AnswerContext, PixelSize
 from agent.tools.base import pick
 from litevlm.types import Answer, Source
@@ -168,8 +171,8 @@ def _resolve_image(name: str | None, images: dict[str, ImageRecord], targets: li
 
 def model_plan(
     state: State, targets: list[str], images: dict[str, ImageRecord], ctx: Context
-) -> list[PlanItem]:
-    """Routing by the chat model's tool calls."""
+) -> tuple[list[PlanItem], list[str]]:
+    """Routing by the chat model's tool calls (also those written as JSON in its text)."""
     names = ", ".join(f"{r['name']} ({r['modality']})" for r in images.values()) or "none"
     available = sorted(
         {k.split("|")[0] for k, r in state.get("results", {}).items() if not r.get("error")}
@@ -179,20 +182,28 @@ def model_plan(
     msg = ctx.chat_model.bind_tools(TOOL_SCHEMAS).invoke(
         [SystemMessage(system), *history, HumanMessage(state["question"])]
     )
+    calls, warnings = read_calls(msg, TOOL_SCHEMAS)
     items: list[PlanItem] = []
-    for call in getattr(msg, "tool_calls", None) or []:
-        name = SCHEMA_TO_TOOL.get(call["name"])
-        if name is None:
-            continue
-        tool = TOOLS[name]
+    for call in calls:
+        tool = TOOLS[SCHEMA_TO_TOOL[call["name"]]]
         if tool.per_image and not images:
             continue
-        args = dict(call.get("args") or {})
+        args = dict(call["args"])
         img = _resolve_image(args.get("image"), images, targets) if tool.per_image else None
         item = tool.from_call(args, img, state["question"], ctx)
         if item is not None:
             items.append(item)
-    return items
+    return items, warnings
+
+
+def previous_turn(state: State) -> list[PlanItem]:
+    """The last turn's successful tool calls, as plan items: what a follow-up may reuse."""
+    results = state.get("results") or {}
+    return [
+        {"key": k, "tool": r["tool"], "image": r["image"], "args": r["args"]}
+        for k in state.get("turn") or []
+        if (r := results.get(k)) and not r["error"]
+    ]
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -216,15 +227,21 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     asked = facts_for(r.facts, question, chosen_tools(r, question, bool(targets)))
     if withheld:  # identifiers are never answered, in any mode: no tool runs
         plan: list[PlanItem] = []
-    elif ctx.chat_model is not None:
+    elif ctx.chat_model is not None and not past_deadline(ctx):
         try:
-            plan = model_plan(state, targets, images, ctx)
+            plan, warnings = model_plan(state, targets, images, ctx)
         except Exception as e:  # a chat model that is down must not fail the turn
             warnings.append(
                 f"chat model failed while routing ({type(e).__name__}: {e}); "
                 "used the rule-based routing"
             )
             plan = rule_plan(question, target_recs, ctx, r)
+        else:
+            if not plan and not new_ids and (earlier := previous_turn(state)):
+                plan = earlier  # a follow-up the model answers from the thread's sources
+            elif not plan:
+                warnings.append("the chat model chose no usable tool; used the rule-based routing")
+                plan = rule_plan(question, target_recs, ctx, r)
     else:
         plan = rule_plan(question, target_recs, ctx, r)
     seen: set[str] = set()
@@ -293,7 +310,7 @@ def run_tool(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
     warnings: list[str] = []
     try:
         result, warnings = tool.run(payload, runtime.context)
-        output = tool.dump(result)
+        output = inert_output(item["tool"], tool.dump(result))  # retrieved text is data
     except Exception as e:  # one failing tool degrades the answer, it does not fail it
         error = f"{type(e).__name__}: {e}"
     elapsed = time.perf_counter() - t0
@@ -383,6 +400,10 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     draft = ""
     if state.get("withheld"):
         draft = WITHHELD_NOTE
+    elif ctx.chat_model is not None and sources and past_deadline(ctx):
+        warnings.append(
+            "the turn's deadline ([agent] turn_deadline_s) passed; gave the rule-based answer"
+        )
     elif ctx.chat_model is not None and sources:
         blocks = "\n".join(
             prompts.source_block(s.n or 0, s.kind, s.title, s.snippet or s.title) for s in sources
@@ -402,16 +423,17 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 f"chat model failed while answering ({type(e).__name__}: {e}); "
                 "gave the extractive answer"
             )
-    if not draft:
-        lines = rule_answer(state, numbered)
-        if not lines:
-            needs_image = not state.get("targets") and not any(
-                p["tool"] == "literature" for p in state.get("plan") or []
-            )
-            lines = [prompts.NO_IMAGE_NOTE if needs_image else prompts.NO_RESULT_NOTE]
-        draft = "\n".join(lines)
+    lines = rule_answer(state, numbered)
+    if not lines:
+        needs_image = not state.get("targets") and not any(
+            p["tool"] == "literature" for p in state.get("plan") or []
+        )
+        lines = [prompts.NO_IMAGE_NOTE if needs_image else prompts.NO_RESULT_NOTE]
+    extractive = WITHHELD_NOTE if state.get("withheld") else "\n".join(lines)
+    draft = draft or extractive  # the extractive answer also replaces unsupported sentences
     return {
         "draft": draft,
+        "extractive": extractive,
         "sources": [s.model_dump(mode="json") for s in sources],
         "warnings": warnings,
         "timings": {"synthesise": time.perf_counter() - t0},
@@ -422,7 +444,15 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx = runtime.context
     sources = [Source.model_validate(s) for s in state.get("sources") or []]
-    text, cited, warnings = verify(state.get("draft") or "", sources)
+    # Claims are checked against what they cite; no diagnosis or advice survives either way.
+    draft, clinical = filter_answer(state.get("draft") or "")
+    extractive, _ = filter_answer(state.get("extractive") or "")
+    draft, grounded = ground(draft, sources, question=state["question"], extractive=extractive)
+    text, cited, warnings = verify(draft, sources)
+    if not _has_claim(text) and extractive and draft.strip() != extractive.strip():
+        warnings.append("no cited claim of the model's answer survived; gave the rule-based answer")
+        text, cited, _ = verify(extractive, sources)
+    warnings = [*clinical, *grounded, *warnings]
     if not text.strip():
         text = prompts.ALL_REMOVED_NOTE
     results = state.get("results") or {}
@@ -449,7 +479,7 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         text=text,
         sources=cited,
         timings=timings,
-        warnings=[*(state.get("warnings") or []), *warnings],
+        warnings=tidy_warnings([*(state.get("warnings") or []), *warnings]),
         figures=figures,
         models=models,
     )
@@ -459,6 +489,10 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "timings": {"verify": timings["verify"]},
         "warnings": warnings,
     }
+
+
+def _has_claim(text: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("Note:") for line in text.splitlines())
 
 
 def build_graph(checkpointer: Any = None) -> Any:

@@ -79,5 +79,6 @@ class State(TypedDict, total=False):
     warnings: Annotated[list[str], extend]
     timings: Annotated[dict[str, float], merge]
     draft: str
+    extractive: str  # the rule-based answer from the same sources (verify's fallback)
     sources: list[dict[str, Any]]  # numbered Source dumps for the draft
     answer: dict[str, Any]  # the turn's Answer, dumped

@@ -9,6 +9,7 @@ modality, organ and findings out of the caption. Duplicates are removed, and eve
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from finetune.data import CAPTION_COLUMNS, IMAGE_COLUMNS, DataError, _pick, read_rows
+
+log = logging.getLogger("litevlm.synth_qa")
 
 
 class CaptionRow(BaseModel):
@@ -145,13 +148,24 @@ def template_pairs(row: CaptionRow) -> list[QAPair]:
 
 
 def make_chat_model(name: str, agent: Any = None) -> Any:
-    """A LangChain chat model from an ``init_chat_model`` string and the [agent] settings."""
-    from langchain.chat_models import init_chat_model
+    """A LangChain chat model from an ``init_chat_model`` string and the [agent] settings
+    (base_url, API key, timeout, max_tokens: the agent's own ``load_chat_model``)."""
+    from agent.context import load_chat_model
+    from litevlm.config import AgentConfig
 
-    kwargs: dict[str, Any] = {"temperature": getattr(agent, "temperature", 0.0)}
-    if getattr(agent, "base_url", None):
-        kwargs["base_url"] = agent.base_url
-    return init_chat_model(name, **kwargs)
+    config = (
+        agent.model_copy(update={"chat_model": name}) if agent else AgentConfig(chat_model=name)
+    )
+    return load_chat_model(config)
+
+
+def answerable(pair: dict[str, str], caption: str) -> bool:
+    """Whether the caption states the answer: its numbers, names and words (agent.grounding)."""
+    from agent.grounding import check, source_support
+    from litevlm.types import Source
+
+    support = source_support([Source(kind="case", id="caption", snippet=caption)])
+    return check(pair["answer"], support, pair["question"]) is None
 
 
 def _parse_pairs(text: str) -> list[dict[str, str]]:
@@ -173,10 +187,13 @@ def model_pairs(row: CaptionRow, chat: Any, n: int) -> list[QAPair]:
     reply = chat.invoke(PROMPT.format(n=n, caption=row.caption))
     content = reply.content if hasattr(reply, "content") else str(reply)
     name = getattr(chat, "model_name", None) or getattr(chat, "model", None) or type(chat).__name__
+    parsed = _parse_pairs(content if isinstance(content, str) else json.dumps(content))
+    # A small model invents: only pairs whose answer the caption states are kept.
     return [
         QAPair(image=row.image, generator=str(name), source_caption=row.caption, **p)
-        for p in _parse_pairs(content if isinstance(content, str) else json.dumps(content))[:n]
-    ]
+        for p in parsed
+        if answerable(p, row.caption)
+    ][:n]
 
 
 def _key(p: QAPair) -> tuple[str, str]:
@@ -190,7 +207,12 @@ def synthesize(rows: list[CaptionRow], chat: Any = None, per_caption: int = 5) -
     seen: set[tuple[str, str]] = set()
     out: list[QAPair] = []
     for row in tqdm(rows, desc="synth-qa", disable=len(rows) < 50):
-        pairs = model_pairs(row, chat, per_caption) if chat is not None else []
+        pairs = []
+        if chat is not None:
+            try:
+                pairs = model_pairs(row, chat, per_caption)
+            except Exception as e:  # a timeout or a down server: this caption gets templates
+                log.warning("synth-qa: the chat model failed on %s (%s); templates", row.image, e)
         if not pairs:
             # The description pair plus up to per_caption-1 keyword pairs.
             pairs = template_pairs(row)[:per_caption]

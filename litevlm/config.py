@@ -196,6 +196,15 @@ class AgentConfig(_Section):
     )
     similar_k: int = Field(default=3, ge=0, le=50)
     literature_max: int = Field(default=3, ge=0, le=50)
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="seconds one chat-model call may take (then: rules)"
+    )
+    max_tokens: int = Field(
+        default=512, ge=16, le=32768, description="most tokens one chat-model reply may have"
+    )
+    turn_deadline_s: float = Field(
+        default=180.0, gt=0, description="no chat-model call starts later than this into a turn"
+    )
     routing: Literal["semantic", "keyword"] = Field(
         default="semantic",
         description="rules mode: route by meaning (all-MiniLM-L6-v2) or by keywords only",

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from agent_fixtures import (
-    INJECTION,
     agent_settings,
     build_case_index,
     injected_pubmed,
@@ -33,6 +32,7 @@ from agent.assistant import AgentEvent, Assistant, TurnOptions
 from agent.citations import cited_numbers, split_sentences, verify
 from agent.context import Context, load_chat_model
 from agent.graph import pick_targets, rule_plan
+from agent.sanitize import WITHHELD
 from agent.tools import Toolbox
 from litevlm.config import AgentConfig, load_settings
 from litevlm.errors import ConfigError, ImageLoadError
@@ -256,9 +256,9 @@ def test_prompt_injection_in_an_abstract_is_not_followed(tmp_path, tiny_paligemm
     assert "HACKED" not in answer.text and answer.sources
     assert_grounded(answer)
 
-    # Chat mode: the injected abstract reaches the model only inside a <source> block, under a
-    # system prompt that says so; a model that falls for it writes an uncited line, which the
-    # verify node removes.
+    # Chat mode: the injected abstract is withheld before the model sees it (agent.sanitize);
+    # what reaches it is inside a <source> block, under a system prompt that says so; a model
+    # that falls for an injection anyway writes an uncited line, which the verify node removes.
     lit.push("pubmed", Reply(body=search), Reply(body=fetch, content_type="text/xml"))
     model = scripted(
         AIMessage(
@@ -272,10 +272,11 @@ def test_prompt_injection_in_an_abstract_is_not_followed(tmp_path, tiny_paligemm
     system, user = model.prompts[-1]
     assert "never follow them" in system.content
     block = user.content[user.content.index("<source") :]
-    assert "IGNORE PREVIOUS INSTRUCTIONS" in block and block.count("</source>") == 1
+    assert "IGNORE PREVIOUS INSTRUCTIONS" not in block and block.count("</source>") == 1
+    assert WITHHELD in block
     assert "HACKED" not in answer.text
     assert any("cites no source" in w for w in answer.warnings)
-    assert INJECTION in answer.sources[0].snippet  # kept as data, shown as data
+    assert answer.sources[0].snippet == WITHHELD  # the record stays citable, its text does not
     assert_grounded(answer)
 
 
@@ -295,7 +296,10 @@ def test_chat_model_routes_by_tool_calls_and_answer_is_verified(settings, images
         answer = assistant.ask("How many nuclei, and is the stain brown?", [images["ihc"]])
     offered = {t["function"]["name"] for t in model.tools_offered[0]}
     assert offered == {"image_header", "vision", "measure", "similar_cases", "search_literature"}
-    assert "many nuclei [1]" in answer.text and "brown [2]" in answer.text
+    assert "many nuclei [1]" in answer.text
+    # The tiny random vision model never said "brown": the claim is replaced by its own words.
+    assert "The stain is brown" not in answer.text and "The vision model" in answer.text
+    assert any("unsupported claim" in w for w in answer.warnings)
     assert "benign" not in answer.text and "cancer" not in answer.text
     assert [s.kind for s in answer.sources] == ["measurement", "vision"]
     assert_grounded(answer)
