@@ -134,6 +134,9 @@ class RetrievalConfig(_Section):
     k: int = Field(default=5, ge=1, le=1000)
     ann_threshold: int = Field(default=50_000, ge=0, description="rows before an ANN index")
     weaviate_url: str | None = Field(default=None, description="or env WEAVIATE_URL")
+    weaviate_api_key: SecretStr | None = Field(
+        default=None, description="or env WEAVIATE_API_KEY (docker-compose.yml requires one)"
+    )
     weaviate_grpc_port: int = 50051
     fallback_embedder: str | None = Field(
         default="classical:color-texture-v1",

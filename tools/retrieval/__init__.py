@@ -56,7 +56,12 @@ def open_store(settings: Settings, backend: str | None = None) -> Store:
     if backend == "weaviate":
         from tools.retrieval.weaviate_store import WeaviateStore
 
-        return WeaviateStore(r.weaviate_url or os.environ.get("WEAVIATE_URL"), r.weaviate_grpc_port)
+        key = r.weaviate_api_key.get_secret_value() if r.weaviate_api_key else None
+        return WeaviateStore(
+            r.weaviate_url or os.environ.get("WEAVIATE_URL"),
+            r.weaviate_grpc_port,
+            api_key=key or os.environ.get("WEAVIATE_API_KEY") or None,
+        )
     from tools.retrieval.lancedb_store import LanceStore
 
     return LanceStore(lancedb_uri(settings), ann_threshold=r.ann_threshold)

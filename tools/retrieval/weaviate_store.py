@@ -232,8 +232,15 @@ class WeaviateCollection(Collection):
 
 
 class WeaviateStore(Store):
-    def __init__(self, url: str | None = None, grpc_port: int = 50051, client: Any = None):
-        """Connect to ``url`` (http://host:port), or use an existing ``client`` (tests)."""
+    def __init__(
+        self,
+        url: str | None = None,
+        grpc_port: int = 50051,
+        client: Any = None,
+        api_key: str | None = None,
+    ):
+        """Connect to ``url`` (http://host:port) with ``api_key`` when the server requires one
+        (docker-compose.yml does), or use an existing ``client`` (tests)."""
         if client is None:
             import weaviate
 
@@ -251,6 +258,9 @@ class WeaviateStore(Store):
                     grpc_host=u.hostname or "localhost",
                     grpc_port=grpc_port,
                     grpc_secure=u.scheme == "https",
+                    auth_credentials=weaviate.classes.init.Auth.api_key(api_key)
+                    if api_key
+                    else None,
                 )
             except Exception as e:
                 raise ServiceUnavailable(
