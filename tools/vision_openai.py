@@ -45,7 +45,7 @@ class OpenAIVisionBackend:
         if not config.base_url:
             raise ModelLoadError(
                 "[vision] backend = 'openai' needs base_url",
-                "set [vision] base_url, e.g. http://127.0.0.1:8000/v1 (vLLM, TGI, transformers serve)",
+                "set [vision] base_url to the server's /v1 URL (vLLM, TGI, transformers serve)",
             )
         self.config = config
         self.base_url = config.base_url.rstrip("/")
@@ -159,7 +159,9 @@ class OpenAIVisionBackend:
 
     def _many(self, images: Sequence[Any], prompts: list[str], **kw: Any) -> list[VisionResult]:
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
-            return list(pool.map(lambda ip: self.run(ip[0], ip[1], **kw), zip(images, prompts)))
+            return list(
+                pool.map(lambda ip: self.run(ip[0], ip[1], **kw), zip(images, prompts, strict=True))
+            )
 
     def describe_batch(
         self, images: Sequence[Any], *, task: str = "describe", **kw: Any
