@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
     from agent.tools import Toolbox
 
-TOOL_NODES = ("vision", "measure", "similar", "literature")
 DURABILITY = "exit"  # checkpoint once per turn (LangGraph's default writes after every step)
 
 
@@ -41,13 +40,14 @@ class TurnOptions(BaseModel):
     adapter: str | None = None
     quantization: str | None = None
     heatmap: bool = False  # also compute where the vision model looked (attention map)
+    pixel_size_um: float | None = None  # the user's pixel size (um): sizes and densities use it
 
 
 class AgentEvent(BaseModel):
     """One streamed event: a step starting or ending, a token, the answer, an error."""
 
     type: Literal["step_start", "step_end", "token", "answer", "error"]
-    name: str = ""  # node: route, vision, measure, similar, literature, synthesise, verify
+    name: str = ""  # node: route, a tool of agent.tools.TOOLS, synthesise, verify
     input: dict[str, Any] | None = None
     output: Any = None  # short JSON-able summary
     elapsed_s: float | None = None
@@ -207,6 +207,7 @@ class Assistant:
             adapter=opts.adapter,
             quantization=opts.quantization,
             heatmap=opts.heatmap,
+            pixel_size_um=opts.pixel_size_um,
         )
         thread = thread_id or uuid.uuid4().hex[:12]
         inputs = {
@@ -346,9 +347,11 @@ def _plain(obj: Any) -> Any:
 
 
 def _summarise_input(name: str, payload: Any) -> dict[str, Any] | None:
+    from agent.tools import TOOLS
+
     if not isinstance(payload, dict):
         return None
-    if name in TOOL_NODES and "item" in payload:
+    if name in TOOLS and "item" in payload:
         item = payload["item"]
         img = payload.get("image") or {}
         args = {k: v for k, v in item["args"].items() if v is not None}
@@ -359,28 +362,19 @@ def _summarise_input(name: str, payload: Any) -> dict[str, Any] | None:
 
 
 def _summarise_output(name: str, result: Any) -> Any:
+    from agent.tools import TOOLS
+
     if not isinstance(result, dict):
         return None
-    if name in TOOL_NODES:
+    if name in TOOLS:
         records = list((result.get("results") or {}).values())
         if not records:
             return None
         rec = records[0]
         if rec.get("error"):
             return {"error": rec["error"]}
-        out = rec.get("output") or {}
-        if name == "vision":
-            return {"text": out.get("text"), "model": out.get("model_id")}
-        if name == "measure":
-            from agent.tools import measurement_summary
-
-            return {"summary": measurement_summary(out), "overlay": out.get("overlay_path")}
-        if name == "similar":
-            return {"cases": [c.get("id") for c in out.get("cases", [])]}
-        return {
-            "papers": [s.get("title") for s in out.get("sources", [])],
-            "unavailable": out.get("unavailable"),
-        }
+        out = TOOLS[name].read(rec)
+        return TOOLS[name].summary(out) if out is not None else None
     if name == "route":
         plan = result.get("plan") or []
         return {"plan": [p["tool"] for p in plan], "reused": len(result.get("reused") or [])}

@@ -13,6 +13,7 @@ from typing import Any
 
 from litevlm.types import Source
 
+KIND_LABELS = {"header": "image header"}  # how a source kind is named in a source list
 CITE = re.compile(r"\s?\[(\d+(?:\s*[,–-]\s*\d+)*)\]")
 _ABBREV = ("e.g.", "i.e.", "et al.", "approx.", "vs.", "fig.", "dr.", "no.", "cf.", "ca.")
 
@@ -140,7 +141,8 @@ def format_source(s: Source) -> str:
         ident = (ident + f", doi:{s.doi}").strip(", ")
     if ident:
         parts.append(ident)
-    line = f"[{s.n}] ({s.kind}) " + " — ".join(p for p in parts if p)
+    kind = KIND_LABELS.get(s.kind, s.kind)
+    line = f"[{s.n}] ({kind}) " + " — ".join(p for p in parts if p)
     if s.url:
         line += f" <{s.url}>"
     return line

@@ -34,6 +34,7 @@ class Context:
     adapter: str | None = None
     quantization: str | None = None
     heatmap: bool = False  # vision calls also save an attention heat-map (a figure)
+    pixel_size_um: float | None = None  # stated by the user (--pixel-size): px -> um in answers
     history_messages: int = 6  # earlier messages the chat model sees
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,7 +1,8 @@
 """The agent's graph: route -> tools in parallel -> synthesise -> verify.
 
 ```
-          ┌──► vision ─────┐
+          ┌──► header ─────┐
+          ├──► vision ─────┤
 route ────┼──► measure ────┼──► synthesise ──► verify ──► END
   │       ├──► similar ────┤
   │       └──► literature ─┘      (one Send per tool call: independent calls run at once)
@@ -9,13 +10,14 @@ route ────┼──► measure ────┼──► synthesise ─�
 ```
 ``route`` picks the tools: the chat model through tool calls, or the rules in ``rule_plan``
 when no chat model is configured (or it fails). Results the thread already has (same tool,
-image and inputs) are reused instead of run again.
+image and inputs) are reused instead of run again. The tools are the registry's
+(``agent.tools.TOOLS``, one module each); the rule-based answer leads with the facts the
+question asks for. A question for a patient identifier runs no tool and is answered with the
+note that identifiers are withheld.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import re
 import time
 from typing import Any
@@ -28,29 +30,23 @@ from langgraph.types import Overwrite, Send
 from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context
+from agent.questions import (
+    FACT_TOOL,
+    LITERATURE,
+    POINTS_AT_IMAGE,
+    WITHHELD_FACTS,
+    WITHHELD_NOTE,
+    asked_facts,
+    asks_identifier,
+    facts_for,
+)
+from agent.routing import Route
 from agent.state import ImageRecord, PlanItem, State, ToolInput, ToolRecord
-from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, normalise, sentences_for, sources_for
+from agent.tools import SCHEMA_TO_TOOL, TOOL_SCHEMAS, TOOLS, AnswerContext, PixelSize
+from agent.tools.base import pick
 from litevlm.types import Answer, Source
 
-COUNT = re.compile(
-    r"\b(how many|count|number of|fraction|percent(age)?|proportion|ratio|density|"
-    r"how (big|large|much)|size|area|diameter|measure\w*|quantif\w*|positiv\w*|intensity)\b",
-    re.I,
-)
-LITERATURE = re.compile(
-    r"\b(what is known|known about|literature|papers?|stud(y|ies)|publications?|evidence|"
-    r"research on|references?|pubmed|arxiv|review|guidelines?|prognos\w*)\b",
-    re.I,
-)
-DESCRIBE = re.compile(
-    r"\b(describe|description|what (is|do you see|does .{0,40} show|'s) (in |on )?(this|the|it)"
-    r"|what is shown|overview|summar\w+|tell me about (this|the) image)\b",
-    re.I,
-)
 THIS_IMAGE = re.compile(r"\b(this|the|these) (image|picture|slide|scan|section|cell)s?\b", re.I)
-SIMILAR = re.compile(
-    r"\b(similar|resembl\w*|comparable|other cases|cases like|look(s)? like)\b", re.I
-)
 ALL_IMAGES = re.compile(
     r"\b(all|both|every|each) (of the )?(images?|pictures?|scans?|slides?)\b|"
     r"\bcompare\b",
@@ -112,69 +108,54 @@ def literature_query(question: str, images: list[ImageRecord]) -> str:
 
 def make_item(tool: str, image: str | None, args: dict[str, Any], ctx: Context) -> PlanItem:
     """A plan item with its cache key: same tool, image and inputs -> same key."""
-    if tool == "vision":
-        model = ctx.toolbox.vision_model_id(ctx.vision_model)
-        args = {
-            **args,
-            "model": model,
-            "adapter": ctx.adapter or ctx.toolbox.settings.vision.adapter,
-            "quantization": ctx.quantization or ctx.toolbox.settings.vision.quantization,
-        }
-        if ctx.heatmap:
-            args["heatmap"] = True
-        q = normalise(args.get("question") or "") or "describe"
-        key = f"vision|{image}|{model}|{args['adapter']}|{args['quantization']}|{q}"
-        key += "|heatmap" if ctx.heatmap else ""
-    elif tool == "measure":
-        key = f"measure|{image}|{ctx.toolbox.settings.measure.backend}"
-    elif tool == "similar":
-        key = f"similar|{image}|{args.get('k')}"
-    else:
-        srcs = ",".join(sorted(args.get("sources") or []))
-        key = f"literature|{normalise(args['query'])}|{srcs}|{args.get('max_results')}"
-    return {"key": key, "tool": tool, "image": image, "args": args}
+    return TOOLS[tool].item(image, args, ctx)
 
 
-def rule_plan(question: str, targets: list[ImageRecord], ctx: Context) -> list[PlanItem]:
-    """Deterministic routing by question type."""
-    wants_lit = bool(LITERATURE.search(question))
-    wants_count = bool(COUNT.search(question))
-    wants_similar = bool(SIMILAR.search(question))
-    describe = bool(DESCRIBE.search(question)) or (
-        not (wants_lit or wants_count or wants_similar) and not question.strip()
-    )
+def rule_plan(
+    question: str, targets: list[ImageRecord], ctx: Context, route: Route | None = None
+) -> list[PlanItem]:
+    """Deterministic routing by what the question asks (``agent.routing``: by meaning)."""
+    r = route or ctx.toolbox.router.route(question)
+    if r.identifier:
+        return []
+    tools = chosen_tools(r, question, bool(targets))
+    if r.describe:
+        tools = ["header", "vision", "measure", *(["similar"] if ctx.similar_k else [])]
+    elif targets and not tools:
+        tools = ["vision"]  # nothing else asked: what only looking can tell
     items: list[PlanItem] = []
     for rec in targets:
-        i = rec["id"]
-        if describe:
-            items += [
-                make_item("vision", i, {"question": None}, ctx),
-                make_item("measure", i, {}, ctx),
-            ]
-            if ctx.similar_k:
-                items.append(make_item("similar", i, {"k": ctx.similar_k}, ctx))
-            continue
-        if wants_count:  # measure first: the number comes from the measurement
-            items.append(make_item("measure", i, {}, ctx))
-        if wants_similar and ctx.similar_k:
-            items.append(make_item("similar", i, {"k": ctx.similar_k}, ctx))
-        if not wants_lit and not wants_similar:
-            items.append(make_item("vision", i, {"question": question}, ctx))
-    about_image = describe or wants_count or wants_similar or bool(THIS_IMAGE.search(question))
-    if (wants_lit or not (targets or about_image)) and ctx.literature_max:
-        items.append(
-            make_item(
-                "literature",
-                None,
-                {
-                    "query": literature_query(question, targets),
-                    "sources": ctx.literature_sources,
-                    "max_results": ctx.literature_max,
-                },
-                ctx,
-            )
-        )
+        for name in tools:
+            if name == "literature" or (name == "similar" and not ctx.similar_k):
+                continue
+            args = {"k": ctx.similar_k} if name == "similar" else {}
+            if name == "vision":
+                args = {"question": None if r.describe else question}
+            items.append(make_item(name, rec["id"], args, ctx))
+    about_image = bool(set(tools) - {"literature"}) or bool(THIS_IMAGE.search(question))
+    if ("literature" in tools or not (targets or about_image)) and ctx.literature_max:
+        query = literature_query(question, targets)
+        items.append(make_item("literature", None, {"query": query}, ctx))
     return items
+
+
+def chosen_tools(r: Route, question: str, has_images: bool) -> list[str]:
+    """The router's tools, plus the tool of any fact the question names in so many words
+    ("kilovoltage", "covered by tissue"): a safety net under routing by meaning."""
+    if LITERATURE.search(question) and not POINTS_AT_IMAGE.search(question):
+        return ["literature"]  # "what is known about X" asks the papers, whatever X sounds like
+    tools = list(r.tools)
+    if has_images and not r.describe:
+        tools += [t for t in dict.fromkeys(FACT_TOOL[f] for f in asked_facts(question))]
+    return list(dict.fromkeys(tools))
+
+
+def question_route(question: str, state: State, ctx: Context) -> Route:
+    """The router's reading of the question; a follow-up may inherit the last turn's."""
+    previous = state.get("route")
+    return ctx.toolbox.router.route(
+        question, previous=Route.model_validate(previous) if previous else None
+    )
 
 
 def _resolve_image(name: str | None, images: dict[str, ImageRecord], targets: list[str]) -> str:
@@ -200,34 +181,17 @@ def model_plan(
     )
     items: list[PlanItem] = []
     for call in getattr(msg, "tool_calls", None) or []:
-        tool = SCHEMA_TO_TOOL.get(call["name"])
+        name = SCHEMA_TO_TOOL.get(call["name"])
+        if name is None:
+            continue
+        tool = TOOLS[name]
+        if tool.per_image and not images:
+            continue
         args = dict(call.get("args") or {})
-        if tool is None:
-            continue
-        if tool == "literature":
-            items.append(
-                make_item(
-                    "literature",
-                    None,
-                    {
-                        "query": str(args.get("query") or state["question"])[:200],
-                        "sources": ctx.literature_sources,
-                        "max_results": ctx.literature_max,
-                    },
-                    ctx,
-                )
-            )
-            continue
-        if not images:
-            continue
-        img = _resolve_image(args.get("image"), images, targets)
-        if tool == "vision":
-            items.append(make_item("vision", img, {"question": args.get("question")}, ctx))
-        elif tool == "measure":
-            items.append(make_item("measure", img, {}, ctx))
-        else:
-            k = int(args.get("k") or ctx.similar_k or 3)
-            items.append(make_item("similar", img, {"k": max(1, min(k, 50))}, ctx))
+        img = _resolve_image(args.get("image"), images, targets) if tool.per_image else None
+        item = tool.from_call(args, img, state["question"], ctx)
+        if item is not None:
+            items.append(item)
     return items
 
 
@@ -247,7 +211,12 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     targets = pick_targets(question, images, new_ids)
     target_recs = [images[i] for i in targets]
     warnings: list[str] = []
-    if ctx.chat_model is not None:
+    r = question_route(question, state, ctx)
+    withheld = r.identifier or bool(set(r.facts) & WITHHELD_FACTS) or asks_identifier(question)
+    asked = facts_for(r.facts, question, chosen_tools(r, question, bool(targets)))
+    if withheld:  # identifiers are never answered, in any mode: no tool runs
+        plan: list[PlanItem] = []
+    elif ctx.chat_model is not None:
         try:
             plan = model_plan(state, targets, images, ctx)
         except Exception as e:  # a chat model that is down must not fail the turn
@@ -255,9 +224,9 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 f"chat model failed while routing ({type(e).__name__}: {e}); "
                 "used the rule-based routing"
             )
-            plan = rule_plan(question, target_recs, ctx)
+            plan = rule_plan(question, target_recs, ctx, r)
     else:
-        plan = rule_plan(question, target_recs, ctx)
+        plan = rule_plan(question, target_recs, ctx, r)
     seen: set[str] = set()
     plan = [p for p in plan if not (p["key"] in seen or seen.add(p["key"]))]
     results = state.get("results") or {}
@@ -267,6 +236,11 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "new_images": [],
         "targets": targets,
         "plan": plan,
+        "asked": asked,
+        "route": r.model_dump(mode="json"),
+        "describe": not withheld and r.describe,
+        "withheld": withheld,
+        "pixel_size": _pixel_size(r, ctx, state),
         "reused": reused,
         "turn": Overwrite(reused),
         "warnings": Overwrite(warnings),
@@ -274,6 +248,16 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "draft": "",
         "sources": [],
     }
+
+
+def _pixel_size(r: Route, ctx: Context, state: State) -> dict[str, Any] | None:
+    """The pixel size the user stated: this question, ``--pixel-size``, or earlier in the thread."""
+    stated = PixelSize(um=r.pixel_size_um, source="the question") if r.pixel_size_um else None
+    if stated is None and ctx.pixel_size_um:
+        stated = PixelSize(um=float(ctx.pixel_size_um), source="--pixel-size")
+    if stated is None:
+        return state.get("pixel_size")
+    return {"um": stated.um, "source": stated.source}
 
 
 def fan_out(state: State) -> list[Send] | str:
@@ -287,7 +271,7 @@ def fan_out(state: State) -> list[Send] | str:
                 "item": p,
                 "image": images.get(p["image"] or ""),
                 "question": state["question"],
-                "thread_images": list(images.values()) if p["tool"] == "literature" else [],
+                "thread_images": [] if TOOLS[p["tool"]].per_image else list(images.values()),
             },
         )
         for p in state.get("plan") or []
@@ -296,68 +280,17 @@ def fan_out(state: State) -> list[Send] | str:
     return sends or "synthesise"
 
 
-def _heatmap(tb: Any, loaded: Any, rec: Any, item: PlanItem) -> tuple[str | None, str | None]:
-    """Where the vision model looked for this call; a failure is a warning, not an error."""
-    args = item["args"]
-    question = args.get("question") or "What is shown in this image?"
-    digest = hashlib.sha256(item["key"].encode()).hexdigest()[:12]
-    path = tb.settings.data_dir / "heatmaps" / f"{rec['id']}_{digest}.png"
-    try:
-        tb.heatmap(
-            loaded,
-            question,
-            path,
-            model=args.get("model"),
-            adapter=args.get("adapter"),
-            quantization=args.get("quantization"),
-        )
-    except Exception as e:
-        return None, f"attention heat-map unavailable: {type(e).__name__}: {e}"
-    return str(path), None
-
-
-def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
+def run_tool(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The node of every tool: run it, keep its typed output (as JSON) under its cache key."""
     item, rec = payload["item"], payload["image"]
-    tb = ctx.toolbox
+    tool = TOOLS[item["tool"]]
     t0 = time.perf_counter()
-    output: Any = None
+    output: dict[str, Any] | None = None
     error: str | None = None
+    warnings: list[str] = []
     try:
-        loaded = tb.load(rec["path"]) if rec else None
-        args = item["args"]
-        if item["tool"] == "vision":
-            output = tb.vision(
-                loaded,
-                args.get("question"),
-                model=args.get("model"),
-                adapter=args.get("adapter"),
-                quantization=args.get("quantization"),
-            ).model_dump(mode="json")
-            if args.get("heatmap"):
-                output["heatmap_path"], output["heatmap_error"] = _heatmap(tb, loaded, rec, item)
-        elif item["tool"] == "measure":
-            overlay = tb.settings.data_dir / "overlays" / f"{rec['id']}.png"
-            # The per-object table stays out of the thread state: it can be thousands of rows.
-            output = tb.measure(loaded, overlay_path=overlay).model_dump(
-                mode="json", exclude={"objects"}
-            )
-        elif item["tool"] == "similar":
-            text = (rec or {}).get("metadata", {}).get("caption")
-            cases = tb.similar(loaded, text, int(args.get("k") or 3))
-            output = {"cases": [c.model_dump(mode="json") for c in cases]}
-        else:
-            # Identifiers of the thread's images are removed from the query before it leaves.
-            identifiers: dict[str, str] = {}
-            for img in payload.get("thread_images") or []:
-                with contextlib.suppress(Exception):
-                    identifiers.update(tb.load(img["path"]).identifiers)
-            res = tb.literature(
-                args["query"],
-                sources=args.get("sources"),
-                max_results=int(args.get("max_results") or 3),
-                identifiers=identifiers or None,
-            )
-            output = res.model_dump(mode="json")
+        result, warnings = tool.run(payload, runtime.context)
+        output = tool.dump(result)
     except Exception as e:  # one failing tool degrades the answer, it does not fail it
         error = f"{type(e).__name__}: {e}"
     elapsed = time.perf_counter() - t0
@@ -371,13 +304,8 @@ def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
         "elapsed_s": elapsed,
     }
     label = item["tool"] + (f":{rec['name']}" if rec else "")
-    warnings = []
     if error:
-        warnings.append(f"{label} unavailable: {error}")
-    elif item["tool"] == "literature":
-        warnings += [f"literature {k}: {v}" for k, v in (output.get("unavailable") or {}).items()]
-    elif item["tool"] == "vision" and output.get("heatmap_error"):
-        warnings.append(f"{label}: {output['heatmap_error']}")
+        warnings = [f"{label} unavailable: {error}"]
     return {
         "results": {item["key"]: record},
         "turn": [item["key"]],
@@ -386,23 +314,7 @@ def _run_tool(payload: ToolInput, ctx: Context) -> dict[str, Any]:
     }
 
 
-def vision(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    return _run_tool(payload, runtime.context)
-
-
-def measure(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    return _run_tool(payload, runtime.context)
-
-
-def similar(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    return _run_tool(payload, runtime.context)
-
-
-def literature(payload: ToolInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    return _run_tool(payload, runtime.context)
-
-
-def turn_records(state: State) -> list[dict[str, Any]]:
+def turn_records(state: State) -> list[ToolRecord]:
     """This turn's successful tool records in plan order (measurement first when counting)."""
     results = state.get("results") or {}
     used = set(state.get("turn") or [])
@@ -413,30 +325,62 @@ def turn_records(state: State) -> list[dict[str, Any]]:
     ]
 
 
-def collect_sources(state: State) -> tuple[list[Source], list[tuple[dict, list[int]]]]:
-    """Numbered sources for this turn, and for each record the numbers of its sources."""
+def answer_context(state: State, rec: ToolRecord | None = None) -> AnswerContext:
+    """How the tools word this turn's answer: what was asked, the pixel size, the image."""
     images = state.get("images") or {}
-    items: list[dict[str, Any]] = []
-    spans: list[tuple[dict, list[dict]]] = []
+    image = images.get((rec or {}).get("image") or "")
+    multi = len({r["image"] for r in turn_records(state) if r["image"]}) > 1
+    ps = state.get("pixel_size")
+    return AnswerContext(
+        question=state.get("question", ""),
+        asked=list(state.get("asked") or []),
+        describe=bool(state.get("describe")),
+        image_name=image["name"] if image else None,
+        multi=multi,
+        pixel=PixelSize(um=float(ps["um"]), source=str(ps["source"])) if ps else None,
+        image=image,
+    )
+
+
+def collect_sources(state: State) -> tuple[list[Source], list[tuple[ToolRecord, list[int]]]]:
+    """Numbered sources for this turn, and for each record the numbers of its sources."""
+    spans: list[tuple[ToolRecord, list[Source]]] = []
     for rec in turn_records(state):
-        name = images.get(rec["image"] or "", {}).get("name")
-        srcs = sources_for(rec, name)
-        spans.append((rec, srcs))
-        items += srcs
-    sources = number_sources(items)
+        spans.append((rec, TOOLS[rec["tool"]].sources(rec, answer_context(state, rec))))
+    sources = number_sources([s.model_dump(mode="json") for _, srcs in spans for s in srcs])
     index = {(s.kind, s.id): s.n for s in sources}
-    numbered = [(rec, [index[(s["kind"], str(s["id"]))] for s in srcs]) for rec, srcs in spans]
+    numbered = [(rec, [index[(s.kind, str(s.id))] for s in srcs]) for rec, srcs in spans]
     return sources, numbered
+
+
+# Describing: what the image is, what was measured, what the model saw, similar cases.
+_DESCRIBE_ORDER = {"header": 0, "measure": 1, "vision": 2, "similar": 3, "literature": 4}
+
+
+def rule_answer(state: State, numbered: list[tuple[ToolRecord, list[int]]]) -> list[str]:
+    """The extractive answer: the tools' sentences, the ones carrying asked facts first."""
+    blocks: list[tuple[int, int, list[str]]] = []
+    for pos, (rec, nums) in enumerate(numbered):
+        tool, actx = TOOLS[rec["tool"]], answer_context(state, rec)
+        lines = tool.sentences(rec, nums, actx)
+        if actx.describe:
+            rank = _DESCRIBE_ORDER.get(rec["tool"], 9)
+        else:
+            out = tool.read(rec)
+            rank = 0 if out is not None and pick(tool.facts(out, actx), actx.asked) else 1
+        blocks.append((rank, pos, lines))
+    return [line for _, _, lines in sorted(blocks, key=lambda b: b[:2]) for line in lines]
 
 
 def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ctx = runtime.context
     sources, numbered = collect_sources(state)
-    images = state.get("images") or {}
     warnings: list[str] = []
     draft = ""
-    if ctx.chat_model is not None and sources:
+    if state.get("withheld"):
+        draft = WITHHELD_NOTE
+    elif ctx.chat_model is not None and sources:
         blocks = "\n".join(
             prompts.source_block(s.n or 0, s.kind, s.title, s.snippet or s.title) for s in sources
         )
@@ -456,11 +400,7 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 "gave the extractive answer"
             )
     if not draft:
-        multi = len({rec["image"] for rec, _ in numbered if rec["image"]}) > 1
-        lines: list[str] = []
-        for rec, nums in numbered:
-            name = images.get(rec["image"] or "", {}).get("name")
-            lines += sentences_for(rec, nums, name, multi, state["question"])
+        lines = rule_answer(state, numbered)
         if not lines:
             needs_image = not state.get("targets") and not any(
                 p["tool"] == "literature" for p in state.get("plan") or []
@@ -483,23 +423,18 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not text.strip():
         text = prompts.ALL_REMOVED_NOTE
     results = state.get("results") or {}
-    used = [results[k] for k in state.get("turn") or [] if k in results]
+    images = state.get("images") or {}
     figures: dict[str, str] = {}
     models: dict[str, str] = {"chat": ctx.chat_model_name}
-    images = state.get("images") or {}
-    for rec in used:
-        out = rec.get("output") or {}
-        if rec["tool"] == "measure" and out.get("overlay_path"):
-            name = images.get(rec["image"] or "", {}).get("name", "")
-            key = "overlay" if "overlay" not in figures else f"overlay:{name}"
-            figures[key] = out["overlay_path"]
-        if rec["tool"] == "vision" and out:
-            models["vision"] = out.get("model_id", "")
-            models["adapter"] = out.get("adapter") or "none"
-            if out.get("heatmap_path"):
-                name = images.get(rec["image"] or "", {}).get("name", "")
-                key = "attention" if "attention" not in figures else f"attention:{name}"
-                figures[key] = out["heatmap_path"]
+    for key in state.get("turn") or []:
+        rec = results.get(key)
+        out = TOOLS[rec["tool"]].read(rec) if rec else None
+        if out is None:
+            continue
+        name = images.get(rec["image"] or "", {}).get("name", "")
+        for fig, path in TOOLS[rec["tool"]].figures(out).items():
+            figures[fig if fig not in figures else f"{fig}:{name}"] = path
+        models.update(TOOLS[rec["tool"]].models(out))
     timings = dict(state.get("timings") or {})
     timings["verify"] = time.perf_counter() - t0
     for key in state.get("reused") or []:
@@ -527,20 +462,13 @@ def build_graph(checkpointer: Any = None) -> Any:
     """Compile the agent; ``checkpointer`` keeps threads (SqliteSaver, PostgresSaver)."""
     g = StateGraph(State, context_schema=Context)
     g.add_node("route", route)
-    for name, fn in (
-        ("vision", vision),
-        ("measure", measure),
-        ("similar", similar),
-        ("literature", literature),
-    ):
-        g.add_node(name, fn, input_schema=ToolInput)
+    for name in TOOLS:  # one node per registered tool, all running ``run_tool``
+        g.add_node(name, run_tool, input_schema=ToolInput)
         g.add_edge(name, "synthesise")
     g.add_node("synthesise", synthesise)
     g.add_node("verify", verify_citations)
     g.add_edge(START, "route")
-    g.add_conditional_edges(
-        "route", fan_out, ["vision", "measure", "similar", "literature", "synthesise"]
-    )
+    g.add_conditional_edges("route", fan_out, [*TOOLS, "synthesise"])
     g.add_edge("synthesise", "verify")
     g.add_edge("verify", END)
     return g.compile(checkpointer=checkpointer, name="litevlm")

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from agent.assistant import Assistant, TurnOptions
 from litevlm.config import Settings
 from litevlm.errors import ConfigError, LiteVLMError
-from litevlm.types import DISCLAIMER, Answer, Source
+from litevlm.types import DISCLAIMER, Answer, Fact, Source
 
 DESCRIBE = "Describe this image."
 THUMB_PX = 768
@@ -47,6 +47,7 @@ class ImageReport(BaseModel):
     modality: str = "unknown"
     metadata: dict[str, Any] = Field(default_factory=dict)
     image_file: str | None = None  # relative to the report folder
+    facts: list[Fact] = Field(default_factory=list)  # from the image header, de-identified
     description: str | None = None
     description_model: str | None = None
     description_error: str | None = None
@@ -235,40 +236,44 @@ def _heatmap(
 
 
 def _fill_sections(item: ImageReport, state: dict[str, Any], out: Path, stem: str) -> None:
-    """Description, measurement, similar cases and literature from the thread's tool results."""
+    """Image facts, description, measurement, similar cases and literature from the thread's
+    tool results, each read back as its tool's typed output."""
+    from agent.tools import read
+
     images = state.get("images") or {}
     mine = {i for i, rec in images.items() if rec["name"] == item.name}
     for rec in (state.get("results") or {}).values():
-        tool, output, error = rec["tool"], rec.get("output") or {}, rec.get("error")
+        tool, error = rec["tool"], rec.get("error")
         if rec.get("image") and rec["image"] not in mine:
             continue
-        if tool == "vision" and not rec["args"].get("question"):
-            item.description = output.get("text") if not error else None
+        output: Any = read(rec)
+        if tool == "header" and output is not None:
+            item.facts = list(output.facts)
+        elif tool == "vision" and not rec["args"].get("question"):
+            item.description = output.text if output is not None else None
             item.description_error = error
-            if not error:
-                adapter = output.get("adapter") or "no adapter"
-                item.description_model = f"{output.get('model_id')} ({adapter})"
+            if output is not None:
+                item.description_model = f"{output.model_id} ({output.adapter or 'no adapter'})"
         elif tool == "measure":
-            item.measurement = output if not error else None
+            item.measurement = rec.get("output") if output is not None else None
             item.measurement_error = error
-            overlay = output.get("overlay_path")
+            overlay = output.overlay_path if output is not None else None
             if overlay and Path(overlay).is_file():
                 dest = out / "figures" / f"{stem}_overlay.png"
                 _copy_figure(Path(overlay), dest)
                 item.overlay_file = f"figures/{dest.name}"
         elif tool == "similar":
-            item.similar = output.get("cases", []) if not error else []
+            item.similar = [c.model_dump(mode="json") for c in output.cases] if output else []
             item.similar_error = error
         elif tool == "literature":
-            if error:
-                item.literature_unavailable["all"] = error
+            if output is None:
+                item.literature_unavailable["all"] = error or "failed"
                 continue
             seen = {(s.kind, s.id) for s in item.literature}
-            for s in output.get("sources", []):
-                src = Source.model_validate(s)
+            for src in output.sources:
                 if (src.kind, src.id) not in seen:
                     item.literature.append(src.model_copy(update={"n": len(item.literature) + 1}))
-            item.literature_unavailable.update(output.get("unavailable") or {})
+            item.literature_unavailable.update(output.unavailable)
 
 
 def _copy_figure(src: Path, dest: Path, max_px: int = 1024) -> None:
@@ -348,6 +353,9 @@ def write_markdown(report: Report, path: Path) -> None:
     for it in report.images:
         lines += [f"## {it.name}", "", f"![{it.name}]({it.image_file})", ""]
         lines += [f"Modality: {it.modality}. Thread: `{it.thread_id}`.", ""]
+        if it.facts:
+            lines += ["### Image facts (header)", ""]
+            lines += [f"- {f.text}" for f in it.facts] + [""]
         lines += ["### Description", ""]
         if it.description is not None:
             lines += [f"{it.description}", "", f"_{it.description_model}_", ""]
@@ -444,6 +452,8 @@ td, th { border: 1px solid #ddd; padding: .2em .6em; text-align: left; }
 {% if u.image %}<img src="{{ u.image }}" alt="{{ it.name }}">{% endif %}
 {% if u.overlay %}<img src="{{ u.overlay }}" alt="measurement overlay">{% endif %}
 </div>
+{% if it.facts %}<h3>Image facts (header)</h3>
+<ul>{% for f in it.facts %}<li>{{ f.text }}</li>{% endfor %}</ul>{% endif %}
 <h3>Description</h3>
 {% if it.description is not none %}
 <p>{{ it.description }}</p><p class="src"><em>{{ it.description_model }}</em></p>

@@ -35,7 +35,7 @@ class ImageRecord(TypedDict):
 
 class PlanItem(TypedDict):
     key: str  # cache key in ``results``
-    tool: str  # vision | measure | similar | literature
+    tool: str  # a name in agent.tools.TOOLS: header | vision | measure | similar | literature
     image: str | None  # image id
     args: dict[str, Any]
 
@@ -45,7 +45,9 @@ class ToolRecord(TypedDict):
     tool: str
     image: str | None
     args: dict[str, Any]
-    output: Any  # model_dump(mode="json") of the tool's result; None on error
+    # model_dump(mode="json") of the tool's typed output (None on error); read it back with
+    # agent.tools.read(record), which validates it into the tool's output model.
+    output: dict[str, Any] | None
     error: str | None
     elapsed_s: float
 
@@ -66,6 +68,11 @@ class State(TypedDict, total=False):
     images: dict[str, ImageRecord]  # the thread's images, oldest first
     targets: list[str]  # ids of the images this turn is about
     plan: list[PlanItem]
+    route: dict[str, Any]  # agent.routing.Route of this turn (a follow-up may inherit it)
+    asked: list[str]  # fact names the question asks for (agent.questions)
+    describe: bool  # an open request for a description
+    withheld: bool  # the question asks for a patient identifier: answered with a refusal
+    pixel_size: dict[str, Any] | None  # {"um", "source"} stated by the user; kept for the thread
     results: Annotated[dict[str, ToolRecord], merge]  # the thread's tool outputs, by key
     turn: Annotated[list[str], extend]  # keys of ``results`` this turn uses, in plan order
     reused: list[str]  # keys taken from earlier turns instead of running the tool again

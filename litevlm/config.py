@@ -181,6 +181,10 @@ class AgentConfig(_Section):
     )
     similar_k: int = Field(default=3, ge=0, le=50)
     literature_max: int = Field(default=3, ge=0, le=50)
+    routing: Literal["semantic", "keyword"] = Field(
+        default="semantic",
+        description="rules mode: route by meaning (all-MiniLM-L6-v2) or by keywords only",
+    )
 
 
 class UIConfig(_Section):

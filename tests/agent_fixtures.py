@@ -66,7 +66,9 @@ def agent_settings(
             "uri": str(retrieval_uri or tmp / "lancedb"),
             "embedder": "classical:color-texture-v1",
         },
-        "agent": {"checkpointer": str(tmp / "threads.sqlite"), **agent},
+        # Keyword routing: the semantic router's text model is tested in test_routing.py and
+        # the answer benchmark; loading it for every assistant here would cost minutes.
+        "agent": {"checkpointer": str(tmp / "threads.sqlite"), "routing": "keyword", **agent},
     }
     if literature is not None:
         over["literature"] = literature

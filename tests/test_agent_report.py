@@ -136,6 +136,7 @@ def test_report_without_vision_weights_says_so_and_shows_the_rest(tmp_path, lit,
         "LITEVLM_LITERATURE__PUBMED_BASE_URL": "http://127.0.0.1:9/",
         "LITEVLM_LITERATURE__SOURCES": '["pubmed"]',
         "LITEVLM_LITERATURE__RETRIES": "0",
+        "LITEVLM_AGENT__ROUTING": "keyword",
     }
     qfile = tmp_path / "q.yaml"
     qfile.write_text("- What is known about phase imaging?\n")

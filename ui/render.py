@@ -12,6 +12,7 @@ from typing import Any
 from litevlm.types import Source
 
 SOURCE_NAMES = {"pubmed": "PubMed", "arxiv": "arXiv", "web": "Web", "wikipedia": "Wikipedia"}
+KIND_NAMES = {**SOURCE_NAMES, "header": "image header"}
 NO_ADAPTER = "(none)"
 _MAX_STEP_CHARS = 4000
 
@@ -40,7 +41,7 @@ def source_line(s: Source) -> str:
     title = _md_escape(s.title or s.id)
     url = source_url(s)
     head = f"[{title}]({url})" if url else title
-    kind = SOURCE_NAMES.get(s.kind, s.kind)
+    kind = KIND_NAMES.get(s.kind, s.kind)
     ident = {"pubmed": f"PMID {s.id}", "arxiv": f"arXiv:{s.id}"}.get(s.kind, "")
     bits = [kind, ident, f"doi:{s.doi}" if s.doi else "", str(s.year) if s.year else ""]
     if s.authors:

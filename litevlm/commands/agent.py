@@ -14,15 +14,23 @@ SourcesOption = typer.Option(
 
 
 def _options(
-    model: str | None, adapter: str | None, sources: str | None, similar_k: int | None
+    model: str | None,
+    adapter: str | None,
+    sources: str | None,
+    similar_k: int | None,
+    pixel_size: float | None = None,
 ) -> object:
     from agent.assistant import TurnOptions
+    from litevlm.errors import ConfigError
 
+    if pixel_size is not None and not pixel_size > 0:
+        raise ConfigError(f"--pixel-size {pixel_size}: not a positive size", "give micrometres")
     return TurnOptions(
         vision_model=model,
         adapter=adapter,
         sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
         similar_k=similar_k,
+        pixel_size_um=pixel_size,
     )
 
 
@@ -47,6 +55,9 @@ def ask(
     adapter: str | None = typer.Option(None, "--adapter", help="vision adapter name or path"),
     sources: str | None = SourcesOption,
     similar_k: int | None = typer.Option(None, "--similar-k", help="similar cases to show"),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="pixel size in micrometres: sizes in um, densities per mm^2"
+    ),
     chat_model: str | None = typer.Option(
         None, "--chat-model", help="init_chat_model string, e.g. openai:gpt-4o-mini"
     ),
@@ -62,7 +73,10 @@ def ask(
     cfg = settings(config, **_overrides(chat_model, base_url))
     with Assistant(cfg) as assistant:
         answer = assistant.ask(
-            question, images, thread_id=thread, options=_options(model, adapter, sources, similar_k)
+            question,
+            images,
+            thread_id=thread,
+            options=_options(model, adapter, sources, similar_k, pixel_size),
         )
     if as_json:
         print_json(answer)

@@ -1,0 +1,227 @@
+"""``Toolbox``: the loaded things behind the agent's tools, kept for the life of the process.
+
+It owns the vision models, the retriever, the HTTP client and decoded images so that later
+turns reuse them; the assistant keeps one per process. What each tool *is* to the agent (its
+schema, cache key, facts, sentences) lives in that tool's module beside this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from litevlm.config import Settings
+from litevlm.errors import ModelLoadError
+from litevlm.types import Fact, LoadedImage, Measurement, SimilarCase, VisionResult
+
+
+def image_id(path: Path) -> str:
+    """Content hash: stable across processes and renames."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+class Toolbox:
+    """Loads tools on first use and keeps them for later turns (one per assistant)."""
+
+    def __init__(self, settings: Settings, *, max_images: int = 16) -> None:
+        self.settings = settings
+        self._vision: dict[tuple[str, str], Any] = {}
+        self._vision_errors: dict[tuple[str, str], str] = {}
+        self._retriever: Any = None
+        self._http: Any = None  # one HTTP client for the literature providers, reused
+        self._down: dict[str, str] = {}  # literature providers that could not be reached
+        self._images: OrderedDict[tuple[str, float, int], LoadedImage] = OrderedDict()
+        self._max_images = max_images
+        self._lock = threading.Lock()
+        self._vision_lock = threading.Lock()
+        self._router: Any = None
+        self._evidence: Any = None
+
+    # -- routing --------------------------------------------------------------------------
+    @property
+    def router(self) -> Any:
+        """The question router (``agent.routing.Router``), its text model loaded once."""
+        with self._lock:
+            if self._router is None:
+                from agent.routing import Router
+
+                self._router = Router(semantic=self.settings.agent.routing == "semantic")
+            return self._router
+
+    @property
+    def evidence(self) -> Any:
+        """The evidence ranker (``tools.literature.evidence``), sharing the router's text model."""
+        from tools.literature.evidence import EvidenceRanker
+
+        router = self.router
+        with self._lock:
+            if self._evidence is None:
+                # One MiniLM per process: the router's, once it has loaded it.
+                self._evidence = EvidenceRanker(
+                    getattr(router, "_embedder", None),
+                    semantic=self.settings.agent.routing == "semantic",
+                )
+            return self._evidence
+
+    # -- images ---------------------------------------------------------------------------
+    def load(self, path: str | Path) -> LoadedImage:
+        from tools.images import load_image
+
+        p = Path(path)
+        st = p.stat() if p.exists() else None
+        key = (str(p.resolve()), st.st_mtime if st else 0.0, st.st_size if st else 0)
+        with self._lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        loaded = load_image(p, max_pixels=self.settings.measure.max_pixels)
+        with self._lock:
+            self._images[key] = loaded
+            while len(self._images) > self._max_images:
+                self._images.popitem(last=False)
+        return loaded
+
+    # -- vision ---------------------------------------------------------------------------
+    def vision_model_id(self, model: str | None = None) -> str:
+        return model or self.settings.vision.model
+
+    def _vision_model(self, model: str | None, quantization: str | None) -> Any:
+        key = (self.vision_model_id(model), quantization or self.settings.vision.quantization)
+        with self._vision_lock:
+            if key in self._vision_errors:
+                raise ModelLoadError(self._vision_errors[key])
+            if key not in self._vision:
+                from tools.vision import VisionModel
+
+                cfg = self.settings.vision.model_copy(
+                    update={"model": key[0], "quantization": key[1]}
+                )
+                try:
+                    self._vision[key] = VisionModel(cfg)
+                except ModelLoadError as e:
+                    self._vision_errors[key] = str(e)
+                    raise
+            return self._vision[key]
+
+    def vision(
+        self,
+        loaded: LoadedImage,
+        question: str | None,
+        *,
+        model: str | None = None,
+        adapter: str | None = None,
+        quantization: str | None = None,
+    ) -> VisionResult:
+        vm = self._vision_model(model, quantization)
+        key = (self.vision_model_id(model), quantization or self.settings.vision.quantization)
+        try:
+            # One generation at a time per process: parallel tool nodes share the model.
+            with self._vision_lock:
+                if question:
+                    return vm.answer(loaded.image, question, adapter=adapter)
+                return vm.describe(loaded.image, adapter=adapter)
+        except ModelLoadError as e:
+            # Weights are loaded on first use: remember the failure so later turns skip it.
+            self._vision_errors[key] = str(e)
+            raise
+
+    def heatmap(
+        self,
+        loaded: LoadedImage,
+        question: str,
+        path: Path,
+        *,
+        model: str | None = None,
+        adapter: str | None = None,
+        quantization: str | None = None,
+    ) -> Path:
+        """Where the vision model looked while answering ``question``, saved as an overlay."""
+        from tools.explain import attention_map
+
+        vm = self._vision_model(model, quantization)
+        with self._vision_lock:
+            amap = attention_map(vm, loaded.image, question, adapter=adapter)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return amap.save_overlay(path)
+
+    # -- header facts ---------------------------------------------------------------------
+    def header(self, loaded: LoadedImage) -> list[Fact]:
+        """Typed facts from the image's de-identified header (never an identifier)."""
+        from tools.header_facts import header_facts
+
+        return header_facts(loaded)
+
+    # -- measure --------------------------------------------------------------------------
+    def measure(self, loaded: LoadedImage, overlay_path: Path | None = None) -> Measurement:
+        from tools.measure import measure
+
+        if overlay_path is not None:
+            overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        # The pixel size comes from the image's metadata or [measure] pixel_size_um.
+        return measure(loaded, overlay_path=overlay_path, settings=self.settings.measure)
+
+    # -- similar cases --------------------------------------------------------------------
+    def similar(self, loaded: LoadedImage, text: str | None, k: int) -> list[SimilarCase]:
+        from tools import retrieval
+
+        with self._lock:
+            if self._retriever is None:
+                self._retriever = retrieval.Retriever(self.settings)
+        return self._retriever.similar(image=loaded, text=text, k=k)
+
+    # -- literature -----------------------------------------------------------------------
+    def literature(
+        self,
+        query: str,
+        *,
+        sources: list[str] | None,
+        max_results: int,
+        identifiers: dict[str, str] | None = None,
+    ) -> Any:
+        """Search the providers; one that could not be reached is skipped for later turns of
+        this process (a report over many images offline would otherwise wait on every turn)."""
+        import httpx
+
+        from tools.literature import search_literature
+
+        wanted = list(sources if sources is not None else self.settings.literature.sources)
+        with self._lock:
+            down = {k: v for k, v in self._down.items() if k in wanted}
+            if self._http is None:
+                self._http = httpx.Client(timeout=self.settings.literature.timeout_s)
+        result = search_literature(
+            query,
+            sources=[s for s in wanted if s not in down],
+            max_results=max_results,
+            settings=self.settings.literature,
+            identifiers=identifiers,
+            cache_dir=self.settings.data_dir / "cache",
+            http_client=self._http,
+        )
+        for name, reason in result.unavailable.items():
+            if "connection failed" in reason or "timed out" in reason:
+                with self._lock:
+                    self._down[name] = reason
+        for name, reason in down.items():
+            result.unavailable[name] = f"{reason} (earlier in this run; not retried)"
+        return result
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self._retriever is not None:
+            self._retriever.close()
+            self._retriever = None
