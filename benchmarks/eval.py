@@ -46,7 +46,7 @@ def sample_examples(n: int, root: Path) -> list:
     from PIL import Image
     from skimage import data
 
-    from finetune.evaluate import EvalExample
+    from finetune.evaluate import make_example
 
     images = []
     for name in ("cell", "immunohistochemistry", "retina", "microaneurysms"):
@@ -54,11 +54,11 @@ def sample_examples(n: int, root: Path) -> list:
         Image.fromarray(getattr(data, name)()).save(path)
         images.append(str(path))
     return [
-        EvalExample(
+        make_example(
+            images[i % len(images)],
+            QUESTIONS[i % len(QUESTIONS)],
+            "yes" if i % 2 else "cells",
             id=str(i),
-            image=images[i % len(images)],
-            question=QUESTIONS[i % len(QUESTIONS)],
-            answer="yes" if i % 2 else "cells",
             modality="microscopy",
         )
         for i in range(n)

@@ -51,6 +51,18 @@ ANSWER_COLUMNS = ("answer", "answers", "response", "suffix", "target")
 CAPTION_COLUMNS = ("caption", "text", "report", "description")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".webp")
 MAX_ERRORS_SHOWN = 5
+# Row fields kept in ``Example.meta``: evaluation groups and scores by them.
+META_COLUMNS = (
+    "id",
+    "qid",
+    "answer_type",
+    "question_type",
+    "modality",
+    "keywords",
+    "options",
+    "split",
+    "source",
+)
 
 
 class DataError(LiteVLMError):
@@ -234,7 +246,7 @@ def _rows_to_examples(
                 question=question or None,
                 kind=kind,
                 synthetic=synthetic,
-                meta={k: row[k] for k in ("answer_type", "split", "source") if k in row},
+                meta={k: row[k] for k in META_COLUMNS if row.get(k) not in (None, "")},
             )
         )
     return examples, errors

@@ -1,15 +1,18 @@
 """Answer metrics for medical VQA and image descriptions.
 
-Conventions, so that figures compare with published ones:
+These are the ``strict`` scoring (the default of ``litevlm eval|score``); the published
+scorers that papers used are in ``finetune.evaluate.scoring`` (``llava-med``, ``medgemma``).
 
-- ``normalize_answer``: lower case, Unicode NFKC, punctuation to spaces (a decimal point between
-  digits is kept), articles (a/an/the) dropped, whitespace collapsed. SQuAD's normalisation,
-  which MedGemma's token F1 and LLaVA-Med's scripts both start from.
-- Closed-ended (yes/no, options): the first candidate label found in the normalised prediction
-  is the model's choice; accuracy is choice == normalised reference. LLaVA-Med's script counts
-  "reference appears in prediction", which rewards "yes or no"; taking the first label does not.
-- ``token_recall``: share of the reference's distinct tokens found in the prediction (LLaVA-Med's
-  open-set "recall").
+- ``normalize_answer``: lower case, Unicode NFKC, thousands separators dropped ("1,000" ->
+  "1000"), punctuation to spaces (a decimal point between digits is kept), articles (a/an/the)
+  dropped, number words as digits ("two" -> "2", "twenty one" -> "21"), whitespace collapsed.
+- Closed-ended (yes/no, options): the first option named (whole words) in the normalised
+  prediction is the model's choice; accuracy is choice == normalised reference. A hedge that
+  names several options joined by "or" is wrong; without options, a non-yes/no closed answer
+  must be named and not hedged. (LLaVA-Med's script tests "reference is a substring of the
+  prediction", which rewards "yes or no" and finds "no" in "normal".)
+- ``token_recall``: share of the reference's distinct tokens found in the prediction (the idea
+  of LLaVA-Med's open-set "recall", without its double counting of repeated words).
 - ``token_f1``: SQuAD token F1 over token multisets (MedGemma's open-ended metric).
 - ``exact_match``: normalised strings equal.
 - ``bleu4``: sacrebleu corpus BLEU (4-gram, 13a tokeniser, exp smoothing), scaled to [0, 1].
@@ -94,20 +97,68 @@ _PUNCT = re.compile(r"[^\w\s.]|_")
 _STRAY_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+_UNITS += " fifteen sixteen seventeen eighteen nineteen"
+_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS.split())}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty"], 2)
+}
+_TENS["ninety"] = 90
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+
+
 def normalize_answer(text: str) -> str:
-    """Lower-case, strip punctuation and articles, collapse whitespace."""
+    """Lower-case, strip punctuation and articles, numbers as digits, collapse whitespace."""
     text = unicodedata.normalize("NFKC", text or "").lower()
+    text = _THOUSANDS.sub("", text)  # "1,000" -> "1000"
     text = _PUNCT.sub(" ", text)
     text = _STRAY_DOT.sub(" ", text)
-    return " ".join(t for t in text.split() if t not in _ARTICLES)
+    return " ".join(_numbers_as_digits([t for t in text.split() if t not in _ARTICLES]))
+
+
+def _numbers_as_digits(tokens: list[str]) -> list[str]:
+    """Runs of number words as one number: "two" -> "2", "one hundred and five" -> "105"."""
+    out: list[str] = []
+    total = current = 0
+    run = False
+    padded = [*tokens, ""]
+    for i, t in enumerate(padded):
+        after_scale = run and i > 0 and padded[i - 1] in _SCALES
+        if (
+            t == "and"
+            and after_scale
+            and (padded[i + 1] in _NUMBER_WORDS or padded[i + 1] in _TENS)
+        ):
+            continue  # "hundred and five" stays one number
+        if t in _NUMBER_WORDS or t in _TENS or (t in _SCALES and run):
+            run = True
+            if t in _SCALES:
+                current = max(current, 1) * _SCALES[t]
+                if _SCALES[t] > 100:
+                    total, current = total + current, 0
+            else:
+                current += _NUMBER_WORDS.get(t, 0) + _TENS.get(t, 0)
+            continue
+        if run:
+            out.append(str(total + current))
+            total = current = 0
+            run = False
+        if t:
+            out.append(t)
+    return out
 
 
 def answer_tokens(text: str) -> list[str]:
     return normalize_answer(text).split()
 
 
-def infer_answer_type(reference: str, question_type: str | None = None) -> AnswerType:
-    """Closed if the type says so or the reference is yes/no; description if long; else open."""
+def infer_answer_type(
+    reference: str, question_type: str | None = None, options: Sequence[str] | None = None
+) -> AnswerType:
+    """Closed if the type says so, options are given or the reference is yes/no; description
+    if long; else open."""
     qt = (question_type or "").strip().lower()
     if qt in CLOSED_TYPES:
         return "closed"
@@ -115,6 +166,8 @@ def infer_answer_type(reference: str, question_type: str | None = None) -> Answe
         return "description"
     if qt == "open":
         return "open"
+    if options:
+        return "closed"
     norm = normalize_answer(reference)
     if norm in YES_NO:
         return "closed"
@@ -136,11 +189,26 @@ def closed_choice(prediction: str, options: Sequence[str] = YES_NO) -> str | Non
 
 
 def closed_correct(prediction: str, reference: str, options: Sequence[str] | None = None) -> bool:
-    """Whether the first option named in the prediction is the reference."""
+    """Whether the prediction commits to the reference, and only to it.
+
+    With options (yes/no when the reference is yes/no): the first option named must be the
+    reference, and a hedge that names several options joined by "or" ("left or right",
+    "yes or no") is wrong. Without options for another closed answer: the reference must be
+    named as a whole phrase and the prediction must not hedge with "or".
+    """
     ref = normalize_answer(reference)
-    opts = list(options) if options else list(YES_NO)
-    if ref not in {normalize_answer(o) for o in opts}:
-        opts.append(reference)
+    opts = [normalize_answer(o) for o in options] if options else []
+    if not opts and ref in YES_NO:
+        opts = list(YES_NO)
+    pred = f" {normalize_answer(prediction)} "
+    hedged = " or " in pred or " either " in pred
+    if not opts:
+        return f" {ref} " in pred and not hedged
+    if ref not in opts:
+        opts.append(ref)
+    named = {o for o in opts if o and f" {o} " in pred}
+    if hedged and len(named) > 1:
+        return False
     return closed_choice(prediction, opts) == ref
 
 
@@ -236,7 +304,7 @@ def score_example(
     keywords: Sequence[str] | None = None,
     options: Sequence[str] | None = None,
 ) -> ExampleScore:
-    kind = infer_answer_type(reference, question_type)
+    kind = infer_answer_type(reference, question_type, options)
     return ExampleScore(
         answer_type=kind,
         closed_correct=closed_correct(prediction, reference, options) if kind == "closed" else None,
@@ -275,16 +343,26 @@ def summarize(
     references: Sequence[str],
     question_types: Sequence[str | None] | None = None,
     keywords: Sequence[Sequence[str] | None] | None = None,
+    options: Sequence[Sequence[str] | None] | None = None,
 ) -> MetricSummary:
     """All metrics, each over the examples it is meant for (closed / open / description)."""
     _check_lengths(predictions, references)
     n = len(predictions)
     qtypes = list(question_types) if question_types is not None else [None] * n
     kws = list(keywords) if keywords is not None else [None] * n
+    opts = list(options) if options is not None else [None] * n
     scores = [
-        score_example(p, r, qt, kw)
-        for p, r, qt, kw in zip(predictions, references, qtypes, kws, strict=True)
+        score_example(p, r, qt, kw, op)
+        for p, r, qt, kw, op in zip(predictions, references, qtypes, kws, opts, strict=True)
     ]
+    return summarize_scores(scores, predictions, references)
+
+
+def summarize_scores(
+    scores: Sequence[ExampleScore], predictions: Sequence[str], references: Sequence[str]
+) -> MetricSummary:
+    """Means of per-example scores by answer type; BLEU/ROUGE over the descriptions."""
+    n = len(scores)
     closed = [s for s in scores if s.answer_type == "closed"]
     opened = [s for s in scores if s.answer_type == "open"]
     desc = [i for i, s in enumerate(scores) if s.answer_type == "description"]
@@ -302,4 +380,10 @@ def summarize(
         bleu4=bleu4(d_pred, d_ref) if desc else None,
         rouge_l=rouge_l(d_pred, d_ref) if desc else None,
         keyword_recall=_mean([scores[i].keyword_recall for i in desc]),
+        extra=_extra(closed + opened),
     )
+
+
+def _extra(qa: Sequence[ExampleScore]) -> dict[str, float]:
+    """Token F1 over every closed and open question: MedGemma's headline "tokenized F1"."""
+    return {"tokenized_f1": sum(s.token_f1 for s in qa) / len(qa)} if qa else {}

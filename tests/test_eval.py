@@ -44,9 +44,9 @@ def test_set(tmp_path_factory):
 def test_load_test_set(test_set):
     xs = ev.load_test_set(test_set)
     assert len(xs) == 5
-    assert xs[0].image.endswith("cell.png") and xs[0].modality == "microscopy"
-    assert [x.answer_type for x in xs] == ["closed", "closed", "open", "description", "open"]
-    assert xs[3].keywords == ["DAB", "hematoxylin"]
+    assert xs[0].image.endswith("cell.png") and xs[0].meta["modality"] == "microscopy"
+    assert [ev.answer_type(x) for x in xs] == ["closed", "closed", "open", "description", "open"]
+    assert xs[3].meta["keywords"] == ["DAB", "hematoxylin"]
     assert len(ev.load_test_set(test_set, limit=2)) == 2
 
 
@@ -55,10 +55,10 @@ def test_load_test_set_errors(tmp_path):
         ev.load_test_set(tmp_path / "nope.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "x.png", "question": "q"}\n')
-    with pytest.raises(ev.EvalDataError, match=r"row 1 has no answer"):
+    with pytest.raises(ev.EvalDataError, match=r"bad.jsonl: .*answer"):
         ev.load_test_set(bad)
     bad.write_text('{"image": "x.png", "question": "q", "answer": "a"}\n')
-    with pytest.raises(ev.EvalDataError, match="image not found"):
+    with pytest.raises(ev.EvalDataError, match="row 1: image file not found"):
         ev.load_test_set(bad)
     bad.write_text("{oops\n")
     with pytest.raises(ev.EvalDataError, match="line 1 is not valid JSON"):
@@ -80,7 +80,7 @@ def test_load_vqa_rad_layout_through_finetune_loader(tmp_path):
     ]  # fmt: skip
     (tmp_path / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
     xs = ev.load_test_set(tmp_path)
-    assert [(x.question, x.question_type) for x in xs] == [
+    assert [(x.question, x.meta["question_type"]) for x in xs] == [
         ("is there a mass?", "closed"),
         ("where is it?", "open"),
     ]
@@ -233,6 +233,73 @@ def test_cli_eval_and_explain(
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["method"] == "rollout" and heat.is_file()
+    assert len(info["tokens"]) >= 1 and "map" in info["tokens"][0]
+    o = info["objects"]  # the cells segmented as `litevlm measure` does
+    assert o["n_objects"] > 0 and 0 <= o["on_objects"] <= 1 and 0 < o["object_area"] < 1
     assert np.load(info["array"]).shape == Image.open(img).size[::-1]
     res = runner.invoke(app, ["explain", str(img), "--method", "gradcam"])
     assert res.exit_code != 0
+
+
+def test_prompt_experiments_side_by_side(tiny_paligemma, test_set):
+    from finetune.evaluate.vision import prompt_for
+    from litevlm.config import load_settings
+
+    s = load_settings(vision={"model": str(tiny_paligemma), "max_new_tokens": 3})
+    prompts = ["answer en {question}", "caption en", "default"]
+    specs = ev.pair_specs([str(tiny_paligemma)], [], prompts=prompts)
+    assert [x.prompt for x in specs] == ["answer en {question}", "caption en", None]
+    report = ev.evaluate(test_set, specs, settings=s, batch_size=2, limit=2, progress=False)
+    names = [m.spec.name() for m in report.models]
+    assert names[0].endswith("[answer en {question}]") and names[1].endswith("[caption en]")
+    for m in report.models:  # generation time per prompt
+        assert m.timing.n == 2 and m.timing.total_s > 0
+    # the explicit PaliGemma answer prefix is what the default prompt sends
+    assert [p.prediction for p in report.models[0].predictions] == [
+        p.prediction for p in report.models[2].predictions
+    ]
+    assert prompt_for(object(), "how many cells?", "Q: {question} A:") == "Q: how many cells? A:"
+    with pytest.raises(LiteVLMError, match="label"):
+        ev.pair_specs(["M"], [], ["one"], prompts=["caption en", "describe en"])
+
+
+def test_slake_split_file_is_read_as_slake(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    (tmp_path / "imgs" / "xmlab1").mkdir(parents=True)
+    Image.fromarray(data.cell()).save(tmp_path / "imgs" / "xmlab1" / "source.jpg")
+    rows = [
+        {"img_name": "xmlab1/source.jpg", "question": "Which side?", "answer": "Left",
+         "answer_type": "CLOSED", "q_lang": "en", "modality": "CT", "qid": 7},
+        {"img_name": "xmlab1/source.jpg", "question": "哪边?", "answer": "左",
+         "answer_type": "CLOSED", "q_lang": "zh", "modality": "CT", "qid": 8},
+    ]  # fmt: skip
+    (tmp_path / "test.json").write_text(json.dumps(rows))
+    xs = ev.load_test_set(tmp_path / "test.json")
+    assert [(x.meta["id"], x.meta["question_type"], x.meta["modality"]) for x in xs] == [
+        ("7", "closed", "CT")
+    ]
+
+
+def test_judge_verdicts_reach_the_report(tiny_paligemma, test_set, tmp_path):
+    """Plumbing only (the real local judge is in test_eval_judge.py): verdicts land per
+    prediction, in the summary and in the report's tables."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from finetune.evaluate.judge import Judge
+    from litevlm.config import load_settings
+
+    replies = iter(
+        [AIMessage('{"verdict": "incorrect", "errors": 1, "reasons": "wrong organ"}')] * 3
+    )
+    judge = Judge(GenericFakeChatModel(messages=replies), "fake")
+    s = load_settings(vision={"model": str(tiny_paligemma), "max_new_tokens": 2})
+    specs = ev.pair_specs([str(tiny_paligemma)], [])
+    report = ev.evaluate(test_set, specs, settings=s, limit=3, progress=False, judge=judge)
+    m = report.models[0]
+    assert [p.judge.verdict for p in m.predictions] == ["incorrect"] * 3
+    assert m.judge.n == 3 and m.judge.errors == 3 and m.judge.mean_score == 0.0
+    md = ev.write_report(report, tmp_path / "rep", plots=False)["markdown"].read_text()
+    assert "LLM judge" in md and "wrong organ" in md

@@ -9,6 +9,8 @@ right answer is known.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -207,3 +209,78 @@ def test_bad_inputs(tiny):
         explain.attention_map(tiny, 42, "q")
     with pytest.raises(LiteVLMError, match=r"\.model"):
         explain.attention_map(object(), None, "q")
+
+
+# ----- per word, and attention on objects -----
+
+
+def test_word_token_indices():
+    pieces = ["small", " left", " pleural", " eff", "usion", ".", " Left", "-sided"]
+    assert explain.word_token_indices(pieces, "effusion") == [3, 4]
+    assert explain.word_token_indices(pieces, "LEFT") == [1]  # whole words: not "left-sided"
+    assert explain.word_token_indices(pieces, "left-sided") == [6, 7]
+    assert explain.word_token_indices(pieces, "lung") == []
+
+
+def test_attention_on_objects_and_pointing_game():
+    grid = np.zeros((4, 4))
+    grid[0, 0] = 1.0
+    mask = np.zeros((40, 40), bool)
+    mask[:20, :20] = True  # the top-left quadrant: 4 of 16 patches
+    o = explain.attention_on_objects(grid, mask, n_objects=1)
+    assert o.on_objects == pytest.approx(1.0) and o.object_area == pytest.approx(0.25)
+    assert o.lift == pytest.approx(4.0) and o.pointing_hit
+    flat = explain.attention_on_objects(np.full((4, 4), 1 / 16), mask)
+    assert flat.on_objects == pytest.approx(0.25) and flat.lift == pytest.approx(1.0)
+    miss = np.zeros((4, 4))
+    miss[3, 3] = 1.0
+    assert not explain.attention_on_objects(miss, mask).pointing_hit
+    assert explain.attention_on_objects(grid, np.zeros((8, 8))).lift is None
+
+
+def _planted_walk(n_img: int, from_index: int):
+    """Text rows attend one image patch each, the next patch for the next row."""
+    import torch
+    from transformers.models.gemma.modeling_gemma import repeat_kv
+
+    def fn(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        value = repeat_kv(value, getattr(module, "num_key_value_groups", 1))
+        q_len, k_len = query.shape[-2], value.shape[-2]
+        w = torch.full((*query.shape[:2], q_len, k_len), 1.0 / k_len, dtype=query.dtype)
+        for i in range(q_len):
+            row = k_len - q_len + i  # absolute position of this query
+            if row >= from_index:
+                w[..., i, :] = 0
+                w[..., i, (row - from_index) % n_img] = 1.0
+        return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+    return fn
+
+
+def test_per_token_maps_follow_each_token(tiny):
+    from PIL import Image
+    from transformers import AttentionInterface
+
+    model, processor = tiny
+    n_img = processor.image_seq_length
+    AttentionInterface.register("litevlm_test_walk", _planted_walk(n_img, n_img))
+    model.set_attn_implementation({"text_config": "litevlm_test_walk"})
+    try:
+        m = explain.attention_map(tiny, Image.new("RGB", (32, 32), "grey"), "where?")
+    finally:
+        _restore(model)
+    assert "".join(m.tokens) == m.answer
+    assert m.per_token.shape[0] == len(m.tokens) >= 2
+    peaks = [int(g.argmax()) for g in m.per_token]
+    assert all((b - a) % n_img == 1 for a, b in itertools.pairwise(peaks))
+    np.testing.assert_allclose(m.per_token.mean(0), m.grid, atol=1e-6)  # the answer's map
+    words = m.words()
+    if words:  # the tiny model's answer is random text; when it has a word, map it alone
+        w = m.for_word(words[0])
+        idx = explain.word_token_indices(m.tokens, words[0])
+        np.testing.assert_allclose(
+            w.grid, m.per_token[idx].mean(0) / m.per_token[idx].mean(0).sum()
+        )
+        assert w.word == words[0]
+    with pytest.raises(LiteVLMError, match="not a word of the answer"):
+        m.for_word("pneumothorax-not-there")

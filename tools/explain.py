@@ -16,15 +16,22 @@ PaliGemma puts one image token per SigLIP patch, in raster order, before the tex
 the processor's square resize, so stretching it to the original image size puts it back in
 place. Attention is evidence of where information flowed, not proof of what the answer rests on.
 
+Per word: ``per_token`` holds one map per generated token (the query that produced it);
+``attention_map(..., word="effusion")`` (or ``.for_word``) keeps the tokens that spell that word
+of the answer. ``attention_on_objects(map.grid, mask)`` checks a map against the objects the
+measurement segmented: the share of attention mass on them against their share of the image,
+and whether the peak patch lands on one (the pointing game).
+
 The agent and the UI call ``attention_map(vision_model, image, question)``; the map carries the
 image, so ``.save_overlay(path)`` writes the PNG.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +65,9 @@ class AttentionMap:
     per_head: np.ndarray | None = field(default=None, repr=False)
     rollout: np.ndarray | None = field(default=None, repr=False)
     seconds: float = 0.0
+    tokens: list[str] = field(default_factory=list)  # the answer's tokens, as text pieces
+    per_token: np.ndarray | None = field(default=None, repr=False)  # tokens x grid_h x grid_w
+    word: str | None = None  # the word this map is restricted to, if any
 
     def overlay(self, alpha: float = 0.45, cmap: str = "jet") -> Image.Image:
         return render_overlay(self.image, self.heatmap, alpha=alpha, cmap=cmap)
@@ -70,8 +80,26 @@ class AttentionMap:
 
     def peak(self) -> tuple[int, int]:
         """(row, column) of the strongest patch in ``grid``."""
-        r, c = np.unravel_index(int(np.argmax(self.grid)), self.grid.shape)
-        return int(r), int(c)
+        return _peak(self.grid)
+
+    def words(self) -> list[str]:
+        """The answer's words, as ``for_word`` accepts them."""
+        return _WORD.findall(self.answer)
+
+    def for_word(self, word: str) -> AttentionMap:
+        """The map of the tokens spelling ``word`` in the answer (every occurrence)."""
+        if self.per_token is None or not self.tokens:
+            raise LiteVLMError("this map has no per-token attention", "compute it with raw")
+        idx = word_token_indices(self.tokens, word)
+        if not idx:
+            raise LiteVLMError(
+                f"{word!r} is not a word of the answer {self.answer!r}",
+                f"pick one of: {', '.join(dict.fromkeys(self.words())) or '(no words)'}",
+            )
+        grid = self.per_token[idx].mean(0)
+        grid = grid / max(float(grid.sum()), 1e-12)
+        size = (self.heatmap.shape[1], self.heatmap.shape[0])
+        return replace(self, grid=grid, heatmap=upsample(grid, size), word=word)
 
 
 # ----- pure array functions (numpy in, numpy out) -----
@@ -86,17 +114,118 @@ def text_to_image_attention(
     query's image weights are renormalised to sum 1 before averaging over queries, so a query
     that mostly attends to text still counts as much as one that looks at the image.
     """
+    return query_image_attention(attentions, image_positions, query_positions).mean(2)
+
+
+def query_image_attention(
+    attentions: Sequence[Any], image_positions: Sequence[int], query_positions: Sequence[int]
+) -> np.ndarray:
+    """layers x heads x queries x n_image, each query's image weights renormalised to sum 1."""
     img = np.asarray(image_positions, dtype=int)
     qry = np.asarray(query_positions, dtype=int)
     if img.size == 0 or qry.size == 0:
         raise ValueError("need at least one image position and one query position")
     layers = []
     for a in attentions:
-        a = _np(a)[0]  # heads x seq x seq
-        w = a[:, qry][:, :, img]  # heads x queries x n_image
-        w = w / np.clip(w.sum(-1, keepdims=True), 1e-12, None)
-        layers.append(w.mean(1))
+        w = _np(a)[0][:, qry][:, :, img]  # heads x queries x n_image
+        layers.append(w / np.clip(w.sum(-1, keepdims=True), 1e-12, None))
     return np.stack(layers)
+
+
+def per_query_maps(
+    per_query: np.ndarray, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None
+) -> np.ndarray:
+    """queries x n_image: mean over the chosen layers and heads, each row summing to 1."""
+    x = per_query
+    if layers is not None:
+        x = x[list(layers)]
+    if heads is not None:
+        x = x[:, list(heads)]
+    w = x.mean((0, 1))
+    return w / np.clip(w.sum(-1, keepdims=True), 1e-12, None)
+
+
+_WORD = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*")
+
+
+def word_token_indices(pieces: Sequence[str], word: str) -> list[int]:
+    """Indices of the tokens (text pieces that concatenate to the answer) spelling ``word``.
+
+    Matching is case-insensitive and on whole words; every occurrence counts.
+    """
+    text = "".join(pieces)
+    target = word.strip().lower()
+    if not target:
+        return []
+    starts = np.cumsum([0, *[len(p) for p in pieces]])
+    out: set[int] = set()
+    for m in _WORD.finditer(text):
+        if m.group(0).lower() != target:
+            continue
+        for k in range(len(pieces)):
+            if starts[k] < m.end() and starts[k + 1] > m.start():
+                out.add(k)
+    return sorted(out)
+
+
+@dataclass
+class ObjectAttention:
+    """How much of a map lies on segmented objects (a saliency check, not a proof)."""
+
+    on_objects: float  # share of the attention mass on object pixels
+    object_area: float  # share of the image the objects cover (what uniform attention gets)
+    lift: float | None  # on_objects / object_area: > 1 means attention concentrates on objects
+    pointing_hit: bool  # the peak patch covers an object (the pointing game)
+    n_objects: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "on_objects": round(self.on_objects, 4),
+            "object_area": round(self.object_area, 4),
+            "lift": None if self.lift is None else round(self.lift, 3),
+            "pointing_hit": self.pointing_hit,
+            "n_objects": self.n_objects,
+        }
+
+
+def attention_on_objects(grid: np.ndarray, mask: np.ndarray, n_objects: int = 0) -> ObjectAttention:
+    """Attention mass on a mask (H x W, objects true, or labels > 0) at the patch grid's scale.
+
+    The mask is area-averaged to the grid (each patch's covered fraction), the same stretch
+    that puts the grid over the image; the mass on objects is sum(grid * coverage).
+    """
+    from PIL import Image
+
+    m = np.asarray(mask) > 0
+    gh, gw = grid.shape
+    cover = np.asarray(
+        Image.fromarray(m.astype(np.float32), mode="F").resize((gw, gh), Image.Resampling.BOX)
+    ).clip(0, 1)
+    w = grid / max(float(grid.sum()), 1e-12)
+    on = float((w * cover).sum())
+    area = float(m.mean())
+    return ObjectAttention(
+        on_objects=on,
+        object_area=area,
+        lift=on / area if area > 0 else None,
+        pointing_hit=bool(cover[_peak(grid)] > 0),
+        n_objects=n_objects,
+    )
+
+
+def object_mask(image: Any) -> tuple[np.ndarray, int]:
+    """Objects segmented the way ``litevlm measure`` segments them (classical, defaults):
+    (mask H x W, object count)."""
+    from tools.segmentation import segment
+
+    grey = np.asarray(_as_pil(image).convert("L"), dtype=np.float32) / 255.0
+    seg = segment(grey)
+    return seg.labels > 0, int(seg.count)
+
+
+def _peak(grid: np.ndarray) -> tuple[int, int]:
+    r, c = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    return int(r), int(c)
 
 
 def aggregate_heads(
@@ -178,8 +307,12 @@ def attention_map(
     heads: Sequence[int] | None = None,
     residual: float = 0.5,
     adapter: str | EllipsisType | None = ...,
+    word: str | None = None,
 ) -> AttentionMap:
     """Answer ``question`` about ``image`` and return where the answer's tokens looked.
+
+    ``word``: keep only the tokens spelling that word of the answer (``LiteVLMError`` naming
+    the answer's words if it is not there); every token's own map is in ``per_token``.
 
     ``vision_model`` is a ``tools.vision.VisionModel`` (or anything with ``.model`` and
     ``.processor``; a ``(model, processor)`` pair works too). ``image`` is a PIL image, a
@@ -202,9 +335,11 @@ def attention_map(
         gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new = _strip_after_eos(gen[0, n_prompt:].tolist(), model)
         answer = processor.tokenizer.decode(new, skip_special_tokens=True).strip()
-        weights, per_head, rollout = _attend(model, inputs, new, method, layers, heads, residual)
+        weights, per_head, per_token, rollout = _attend(
+            model, inputs, new, method, layers, heads, residual
+        )
     grid = patch_grid(weights)
-    return AttentionMap(
+    amap = AttentionMap(
         heatmap=upsample(grid, pil.size),
         grid=grid,
         method=method,
@@ -214,7 +349,24 @@ def attention_map(
         per_head=patch_grid(per_head),
         rollout=rollout,
         seconds=time.perf_counter() - start,
+        tokens=token_pieces(processor.tokenizer, new),
+        per_token=patch_grid(per_token[: len(new)]) if new else None,
     )
+    return amap.for_word(word) if word else amap
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Each token's share of the decoded, stripped answer; the pieces concatenate to it."""
+    full = ""
+    spans = []
+    for k in range(len(ids)):
+        text = tokenizer.decode(list(ids[: k + 1]), skip_special_tokens=True)
+        start = len(full)
+        if len(text) > start:
+            full = full + text[start:] if text.startswith(full) else text
+        spans.append((start, len(full)))
+    lo, hi = len(full) - len(full.lstrip()), len(full.rstrip())
+    return [full[max(a, lo) : min(b, hi)] if b > lo and a < hi else "" for a, b in spans]
 
 
 def _attend(
@@ -225,8 +377,9 @@ def _attend(
     layers: Sequence[int] | None,
     heads: Sequence[int] | None,
     residual: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Re-run prompt + answer with eager attention; (patch weights, per-head, rollout)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Re-run prompt + answer with eager attention; (patch weights, per-head, per-token,
+    rollout)."""
     import torch
 
     n_prompt = inputs["input_ids"].shape[1]
@@ -247,15 +400,19 @@ def _attend(
         image_positions = _image_positions(ids[0], model)
         # Position i predicts token i+1: the queries behind the answer are n_prompt-1 ... end-1.
         query_positions = list(range(n_prompt - 1, n_prompt - 1 + max(len(new), 1)))
-        per_head = text_to_image_attention(out.attentions, image_positions, query_positions)
+        per_query = query_image_attention(out.attentions, image_positions, query_positions)
+        per_head = per_query.mean(2)
         weights = aggregate_heads(per_head, layers, heads)
+        per_token = per_query_maps(per_query, layers, heads)
         rollout = None
         if method == "rollout":
             vout = _vision_tower(model)(inputs["pixel_values"], output_attentions=True)
             rollout = attention_rollout(vout.attentions, residual=residual)
             weights = weights @ rollout
             weights = weights / max(float(weights.sum()), 1e-12)
-    return weights, per_head, rollout
+            per_token = per_token @ rollout
+            per_token = per_token / np.clip(per_token.sum(-1, keepdims=True), 1e-12, None)
+    return weights, per_head, per_token, rollout
 
 
 def _unpack(vision_model: Any, question: str) -> tuple[Any, Any, str]:
