@@ -12,6 +12,7 @@ trying again (``UnavailableMemo``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -29,6 +30,15 @@ MEMO_TTL_S = 600.0  # how long "the model could not be loaded" is believed witho
 class VisionBackend(Protocol):
     model_id: str
     supports_attention: bool
+    adapters: dict[str, str]  # adapter name -> where it comes from (a directory, a served name)
+
+    def task_prompt(self, task: str, *, question: str = "") -> str: ...
+
+    def generate(
+        self, images: Sequence[Any], prompts: Sequence[str], **kw: Any
+    ) -> list[VisionResult]: ...
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str: ...
 
     def describe(self, image: Any, *, task: str = "describe", **kw: Any) -> VisionResult: ...
 
@@ -45,7 +55,9 @@ class VisionBackend(Protocol):
 
 def backend_key(config: VisionConfig) -> str:
     where = config.base_url if config.backend == "openai" else "local"
-    return f"{config.backend}|{where}|{config.model}|{config.quantization}"
+    # Any change to [vision] (a fixed path, another adapter) is a new key: it is tried again.
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    return f"{config.backend}|{where}|{config.model}|{config.quantization}|{digest}"
 
 
 class UnavailableMemo:
@@ -75,15 +87,65 @@ class UnavailableMemo:
         tmp.write_text(json.dumps(data))
         tmp.replace(self.path)  # atomic: concurrent processes never read half a file
 
-    def clear(self, key: str) -> None:
+    def clear(self, key: str | None = None) -> None:
+        """Forget ``key`` (every backend when None): the next load tries again."""
         data = self._read()
-        if data.pop(key, None) is not None:
+        if key is None:
+            self.path.unlink(missing_ok=True)
+        elif data.pop(key, None) is not None:
             self.path.write_text(json.dumps(data))
+
+    def entries(self) -> dict[str, str]:
+        """Backend key -> why it could not load, for the entries still believed."""
+        now = time.time()
+        return {
+            k: str(v.get("reason", ""))
+            for k, v in self._read().items()
+            if now - float(v.get("at", 0)) < self.ttl_s
+        }
+
+
+def memo_in(data_dir: Path) -> UnavailableMemo:
+    """The memo every litevlm process on this data directory shares."""
+    return UnavailableMemo(data_dir / "cache" / "vision_unavailable.json")
+
+
+def _hub_cache_state(config: VisionConfig) -> str:
+    """ "cached" / "absent" for a hub model's config.json, "" for a directory or a server.
+
+    Part of the memo's key, so that a model downloaded since the failure is tried again at once.
+    """
+    model = config.model
+    if config.backend != "local" or model.count("/") != 1 or model.startswith((".", "/", "~")):
+        return ""
+    if Path(model).expanduser().exists():
+        return ""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, "config.json", revision=config.revision)
+    return "cached" if isinstance(found, str) else "absent"
+
+
+def _not_in_cache(config: VisionConfig, state: str) -> ModelLoadError | None:
+    """Offline and the hub model's config.json is not cached: known in milliseconds, before
+    torch and transformers are imported (seconds) only to find out the same."""
+    from litevlm.hub import offline
+
+    if state != "absent" or not (offline() or config.local_files_only):
+        return None  # online, VisionModel asks the hub (and fails fast when it cannot reach it)
+    from tools.vision import _download_hint
+
+    return ModelLoadError(
+        f"{config.model}: weights are not in the local Hugging Face cache and the hub cannot "
+        "be reached (offline)",
+        _download_hint(config.model),
+    )
 
 
 def load_backend(config: VisionConfig, memo: UnavailableMemo | None = None) -> VisionBackend:
     """The configured backend; a remembered failure is raised again without retrying."""
-    key = backend_key(config)
+    state = _hub_cache_state(config)
+    key = backend_key(config) + (f"|{state}" if state else "")
     if memo is not None and (reason := memo.get(key)):
         raise ModelLoadError(f"{reason} (remembered from an earlier try; retried after "
                              f"{int(memo.ttl_s // 60)} minutes or `litevlm doctor`)")  # fmt: skip
@@ -92,6 +154,8 @@ def load_backend(config: VisionConfig, memo: UnavailableMemo | None = None) -> V
             from tools.vision_openai import OpenAIVisionBackend
 
             return OpenAIVisionBackend(config)
+        if (missing := _not_in_cache(config, state)) is not None:
+            raise missing
         from tools.vision import VisionModel
 
         return VisionModel(config)
@@ -106,6 +170,6 @@ def attention_unavailable(backend: Any) -> str | None:
     if getattr(backend, "supports_attention", True):
         return None
     return (
-        f"attention maps are not available from a server backend ({backend.model_id}); "
+        f"attention maps are not available from a server backend ({backend.model_id}): "
         "set [vision] backend = 'local' to compute them"
     )

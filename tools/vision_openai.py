@@ -17,6 +17,8 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from litevlm.config import VisionConfig
@@ -50,6 +52,8 @@ class OpenAIVisionBackend:
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         self.model_id = config.served_model or config.model
+        # Our adapter name -> the server's name for it (vLLM: --lora-modules NAME=PATH).
+        self.adapters: dict[str, str] = dict(config.adapters)
         key = os.environ.get(config.api_key_env or "", "") or "not-needed"
         self._http = client or httpx.Client(
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
@@ -94,7 +98,19 @@ class OpenAIVisionBackend:
     def _served(self, adapter: str | None) -> str:
         if not adapter:
             return self.model_id
-        return self.config.adapters.get(adapter, adapter)
+        return self.adapters.get(adapter, adapter)
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        """A served adapter by name; a directory cannot be sent, the server must load it."""
+        if Path(path).expanduser().exists():
+            raise ModelLoadError(
+                f"{path}: a server backend cannot load an adapter directory",
+                f"serve it (vllm serve ... --enable-lora --lora-modules NAME={path}) and pass "
+                "--adapter NAME, or set [vision] backend = 'local'",
+            )
+        name = name or str(path)
+        self.adapters.setdefault(name, str(path))
+        return name
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
@@ -125,8 +141,10 @@ class OpenAIVisionBackend:
         ) from err
 
     def run(
-        self, image: Any, prompt: str, *, adapter: str | None = None, **kw: Any
+        self, image: Any, prompt: str, *, adapter: str | EllipsisType | None = ..., **kw: Any
     ) -> VisionResult:
+        if adapter is ...:  # left out: the configured one, as VisionModel does
+            adapter = self.config.adapter
         body = {
             "model": self._served(adapter),
             "messages": [
@@ -162,6 +180,14 @@ class OpenAIVisionBackend:
             return list(
                 pool.map(lambda ip: self.run(ip[0], ip[1], **kw), zip(images, prompts, strict=True))
             )
+
+    def generate(
+        self, images: Sequence[Any], prompts: Sequence[str], **kw: Any
+    ) -> list[VisionResult]:
+        """Ready-made prompts, one per image, ``concurrency`` requests in flight."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        return self._many(images, list(prompts), **kw)
 
     def describe_batch(
         self, images: Sequence[Any], *, task: str = "describe", **kw: Any
