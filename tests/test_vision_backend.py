@@ -181,7 +181,8 @@ def test_doctor_reports_and_clears_the_memo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_agent_eval_and_describe_use_the_server(
-    vision_server: VisionServer, tmp_path: Path
+    vision_server: VisionServer,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """The Toolbox, evaluation and `litevlm describe` on `[vision] backend = "openai"`; the
     heat-map says plainly that a server gives no attention maps."""

@@ -23,7 +23,9 @@ def load_vision_model(model: str, settings: Any = None, **overrides: Any) -> Any
     settings = settings or load_settings()
     update = {"model": model, **overrides}
     if settings.vision.backend == "openai" and model != settings.vision.model:
-        update["served_model"] = model  # --model names one of the server's models
+        # --model names one of the server's models; [vision] model still says which family
+        # it is (PaliGemma's task prefixes)
+        update = {"served_model": model, **overrides}
     return load_backend(settings.vision.model_copy(update=update))
 
 
