@@ -152,6 +152,7 @@ def main() -> None:
         {
             "mode": m,
             "median_s": round(med[m], 4),
+            "min_s": round(min(times[m]), 4),
             "runs_s": [round(x, 4) for x in times[m]],
             "requests_per_s": round(args.n / med[m], 3),
             "completion_tokens": tokens[m],
