@@ -10,9 +10,9 @@ on CPU. All in one run, on the same 16 real sample images (scikit-image) and que
 3. 16 sequential raw ``httpx`` POSTs of the very bodies the backend sends (the image already
    encoded): the backend's own cost per request is (1) minus (3).
 
-Each mode runs ``--rounds`` times, interleaved; medians and the fastest round are reported. What a real server (vLLM,
-TGI with continuous batching on a GPU) gains from concurrency is not measured here: neither can
-run without a GPU and weights.
+Each mode runs ``--rounds`` times, interleaved; medians and the fastest round are reported.
+What a real server (vLLM, TGI with continuous batching on a GPU) gains from concurrency is not
+measured here: neither can run without a GPU and weights.
 
     .venv/bin/python benchmarks/vision_server.py            # table + results/vision_server.json
 """
