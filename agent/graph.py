@@ -252,11 +252,14 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _pixel_size(r: Route, ctx: Context, state: State) -> dict[str, Any] | None:
     """The pixel size the user stated: this question, ``--pixel-size``, or earlier in the thread."""
-    stated = PixelSize(um=r.pixel_size_um, source="the question") if r.pixel_size_um else None
-    if stated is None and ctx.pixel_size_um:
-        stated = PixelSize(um=float(ctx.pixel_size_um), source="--pixel-size")
+    stated = None
+    if r.pixel_size_um:
+        stated = PixelSize(um=r.pixel_size_um, source="stated in the question")
+    elif ctx.pixel_size_um:
+        stated = PixelSize(um=float(ctx.pixel_size_um), source="given with --pixel-size")
     if stated is None:
-        return state.get("pixel_size")
+        earlier = state.get("pixel_size")
+        return {**earlier, "source": "stated earlier in this thread"} if earlier else None
     return {"um": stated.um, "source": stated.source}
 
 

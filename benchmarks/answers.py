@@ -76,6 +76,7 @@ class Case:
     withheld: bool = False  # an identifier question: the refusal note, no value, no source
     paper: str | None = None  # literature: the source id whose abstract must be quoted
     reference: str = ""  # where the expected value comes from
+    split: str = "tune"  # "held": phrasings written after the rules were done, never tuned on
 
 
 # -- the sample images ------------------------------------------------------------------------
@@ -150,7 +151,11 @@ def cases(images: dict[str, Path], categories: set[str] | None = None) -> list[C
     computed from the references."""
 
     def want(category: str) -> bool:
-        return not categories or category in categories
+        return (
+            not categories
+            or category in categories
+            or (category == "held" and "held" in categories)
+        )
 
     H = ("header",)
     M = ("measurement",)
@@ -634,6 +639,137 @@ def cases(images: dict[str, Path], categories: set[str] | None = None) -> list[C
                 reference="pydicom header identifiers (must be absent)",
             )
 
+    # -- held out: other phrasings, added after the rules were written and not tuned on ------
+    if want("held"):
+        ihc = _measure(images["ihc_colon.png"])
+        cell = _measure(images["cell.tif"])
+        hs = ihc.summary
+        held = [
+            (
+                "h-kvp",
+                "acquisition",
+                "chest_xray.dcm",
+                "Which peak kilovoltage did the X-ray tube run at?",
+                [Expect(float(rg1.KVP), kinds=H)],
+            ),
+            (
+                "h-te",
+                "acquisition",
+                "mr_shoulder.dcm",
+                "Tell me the echo time.",
+                [Expect(float(mr2.EchoTime), kinds=H)],
+            ),
+            (
+                "h-tesla",
+                "acquisition",
+                "mr_shoulder.dcm",
+                "How many tesla?",
+                [Expect(float(mr2.MagneticFieldStrength), kinds=H)],
+            ),
+            (
+                "h-ma",
+                "acquisition",
+                "ct_small.dcm",
+                "How many milliamperes were used?",
+                [Expect(float(ct.XRayTubeCurrent), kinds=H)],
+            ),
+            (
+                "h-thick",
+                "acquisition",
+                "693_UNCR.dcm",
+                "What's the section thickness in mm?",
+                [Expect(float(ct693.SliceThickness), kinds=H)],
+            ),
+            (
+                "h-spacing",
+                "geometry",
+                "ct_small.dcm",
+                "What is the physical size of a pixel?",
+                [Expect(float(ct.PixelSpacing[0]), kinds=H)],
+            ),
+            (
+                "h-vox",
+                "geometry",
+                "anatomical.nii",
+                "Is the volume isotropic? Give the voxel dimensions.",
+                [Expect(zooms[0], kinds=H)],
+            ),
+            (
+                "h-rows",
+                "geometry",
+                "mr_shoulder.dcm",
+                "What is the resolution in pixels?",
+                [Expect(float(mr2.Rows), kinds=H)],
+            ),
+            (
+                "h-region",
+                "modality",
+                "chest_xray.dcm",
+                "Which anatomical region is imaged?",
+                [Expect(str(rg1.BodyPartExamined), kinds=H)],
+            ),
+            (
+                "h-nuclei",
+                "measurement",
+                "ihc_colon.png",
+                "Roughly how many nuclei can be seen?",
+                [Expect(float(ihc.count), kinds=M)],
+            ),
+            (
+                "h-brown",
+                "measurement",
+                "ihc_colon.png",
+                "What share of the cells are brown?",
+                [
+                    Expect(
+                        float(round(hs["dab_positive_fraction_of_cells"] * 100)), abs=0.5, kinds=M
+                    )
+                ],
+            ),
+            (
+                "h-hist",
+                "measurement",
+                "ihc_colon.png",
+                "Score the staining with the histoscore.",
+                [Expect(float(hs["h_score"]), abs=0.5, kinds=M)],
+            ),
+            (
+                "h-big",
+                "measurement",
+                "cell.tif",
+                "How big is the cell in square micrometres?",
+                [Expect(float(cell.summary["area"]["mean"]), abs=0.5, kinds=M)],
+            ),
+            (
+                "h-sharp",
+                "focus",
+                "cell.tif",
+                "Is the picture sharp enough for analysis?",
+                [Expect(float(cell.summary["focus"]["blur_effect"]), abs=0.005, kinds=M)],
+            ),
+            ("h-dob", "identifier", "RG3_UNCR.dcm", "When was the patient born?", []),
+            ("h-whose", "identifier", "MR_small.dcm", "Whose scan is this?", []),
+        ]
+        for cid, cat, img, q, exp in held:
+            ds = {"RG3_UNCR.dcm": rg3, "MR_small.dcm": mr1}.get(img)
+            forbid = []
+            if cat == "identifier" and ds is not None:
+                vals = [str(ds.get(t)) for t in ("PatientName", "PatientID", "PatientBirthDate")]
+                forbid = [re.escape(v) for v in vals if len(v) >= 3]
+            out.append(
+                Case(
+                    cid,
+                    cat,
+                    img,
+                    q,
+                    exp,
+                    forbid=forbid,
+                    withheld=cat == "identifier",
+                    reference="held-out phrasing; " + (ref if exp and exp[0].kinds == H else mref),
+                    split="held",
+                )
+            )
+
     # -- literature: the fixture abstracts ----------------------------------------------------
     if want("literature"):
         arx = _arxiv_abstracts()
@@ -794,7 +930,8 @@ def run(
         todo = [
             c
             for c in cases(images, only)
-            if (not only or c.category in only) and (not ids or c.id in ids)
+            if (not only or c.category in only or (c.split == "held" and "held" in only))
+            and (not ids or c.id in ids)
         ]
         abstracts = {k: v[1] for k, v in {**_arxiv_abstracts(), **_pubmed_abstracts()}.items()}
         results = []
@@ -821,6 +958,7 @@ def run(
                         "expected": [asdict(e)["value"] for e in case.expect]
                         or (case.paper or "withheld"),
                         "reference": case.reference,
+                        "split": case.split,
                         "seconds": round(time.perf_counter() - t0, 3),
                     }
                 )
@@ -838,7 +976,13 @@ def run(
         c["total"] += 1
         c["passed"] += int(r["passed"])
     passed = sum(r["passed"] for r in results)
+    splits: dict[str, dict[str, int]] = {}
+    for r in results:
+        c = splits.setdefault(r["split"], {"passed": 0, "total": 0})
+        c["total"] += 1
+        c["passed"] += int(r["passed"])
     return {
+        "splits": splits,
         "mode": mode,
         "routing": routing,
         "score": passed / max(1, len(results)),
@@ -861,6 +1005,8 @@ def print_table(report: dict[str, Any]) -> None:
         f"{'all':<14} {report['passed']:>6} {report['total']:>6} {report['score']:>7.1%}"
         f"   (target {report['target']:.0%}, {report['seconds']} s)"
     )
+    for split, c in report["splits"].items():
+        print(f"split {split:<8} {c['passed']:>6} {c['total']:>6} {c['passed'] / c['total']:>7.1%}")
     for r in report["cases"]:
         if not r["passed"]:
             print(f"  FAIL {r['id']}: {r['why']}\n       {r['answer'][:300]!r}")

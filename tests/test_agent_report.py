@@ -78,7 +78,7 @@ default:
   - How many nuclei are there?
 images:
   ihc.png:
-    - What is known about telomere length?
+    - What is known about the heme irons of flavocytochrome C552?
 """
 
 
@@ -103,7 +103,7 @@ def test_report_files_are_complete_and_the_html_is_self_contained(
     assert [qa.question for qa in ihc.answers] == [
         "Describe this image.",
         "How many nuclei are there?",
-        "What is known about telomere length?",
+        "What is known about the heme irons of flavocytochrome C552?",  # a recorded paper's
     ]
     assert any(k.endswith("(reused)") for k in ihc.timings)  # the count reused the measurement
     for qa in ihc.answers:

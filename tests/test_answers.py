@@ -76,3 +76,21 @@ def test_answer_benchmark_subset_in_rules_mode():
     failed = [(c["id"], c["why"], c["answer"]) for c in report["cases"] if not c["passed"]]
     assert report["total"] == len(ids)
     assert not failed
+
+
+def test_pixel_size_from_the_question_converts_and_carries_over_to_follow_ups(tmp_path):
+    from agent_fixtures import agent_settings, write_sample_images
+
+    from agent.assistant import Assistant
+    from tools.measure import measure
+
+    ihc = write_sample_images(tmp_path / "img")["ihc"]
+    settings = agent_settings(tmp_path, vision_model=tmp_path / "no-model", similar_k=0)
+    reference = measure(load_image(ihc), pixel_size_um=0.5).summary
+    with Assistant(settings) as assistant:
+        first = assistant.ask("Nuclear density per mm2? The pixel size is 0.5 um.", [ihc])
+        follow = assistant.ask("What is the mean nuclear area?", thread_id=first.thread_id)
+    assert f"{reference['nuclei_per_mm2_tissue']:.0f}" in first.text
+    assert "0.5 um stated in the question" in first.text
+    assert f"{reference['nuclear_area']['mean']:.3g} µm²" in follow.text
+    assert "stated earlier in this thread" in follow.text

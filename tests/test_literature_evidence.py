@@ -12,7 +12,7 @@ from literature_fixtures import NCBI, serve_fixtures
 from retrieval_fixtures import minilm  # noqa: F401
 
 from tools.literature import search_literature
-from tools.literature.evidence import EvidenceRanker, split_sentences
+from tools.literature.evidence import EvidenceRanker, quote, split_sentences
 from tools.literature.pubmed import parse_pubmed_xml
 
 # question, paper, words that only the relevant sentence has
@@ -117,3 +117,13 @@ def test_missing_model_falls_back_to_bm25(sources):
     ev = ranker.rank(CASES[0][0], sources)
     assert ranker.method == "bm25" and "text model unavailable" in ranker.fallback_reason
     assert ev and ev[0].source_id == "27797938"
+
+
+def test_quote_names_the_authors_and_keeps_the_sentence(sources, rankers):
+    by_id = {s.id: s for s in sources}
+    ev = rankers["bm25"].rank(CASES[0][0], sources)[0]
+    text = quote(ev, by_id[ev.source_id])
+    assert text.endswith(f'report: "{ev.sentence}"')
+    assert text.startswith(by_id["27797938"].authors[0].split()[0] + " et al. (2017)")
+    arxiv = rankers["bm25"].rank(CASES[2][0], sources)[0]
+    assert quote(arxiv, by_id["1605.08386"]).split(" report:")[0].endswith("(2016)")

@@ -31,7 +31,7 @@ class PixelSize:
     """A pixel size the user stated (question or ``--pixel-size``), in micrometres."""
 
     um: float
-    source: str  # "the question", "--pixel-size"
+    source: str  # "stated in the question", "given with --pixel-size"
 
 
 @dataclass

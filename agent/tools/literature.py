@@ -16,6 +16,7 @@ from agent.tools.toolbox import normalise
 from litevlm.types import Fact, Source
 from tools.literature.base import LiteratureResult
 from tools.literature.evidence import Evidence
+from tools.literature.evidence import quote as evidence_quote
 
 
 class LiteratureOutput(LiteratureResult):
@@ -113,13 +114,9 @@ class Literature(Tool):
             src, n = by_id.get(ev.source_id), number.get(ev.source_id)
             if src is None or n is None:
                 continue
-            who = ""
-            if src.authors:
-                who = src.authors[0] + (" et al." if len(src.authors) > 1 else "")
-            who = f"{who} ({src.year})" if who and src.year else who or f"A {src.kind} paper"
-            plural = len(src.authors) > 1
-            verb = ("report" if plural else "reports") if ev.part == "abstract" else "is titled"
-            lines.append(f'{who} {verb}: "{quote(ev.sentence)}" [{n}].')
+            # Quoted verbatim, its own double quotes made single: the quote stays one sentence.
+            clean = ev.model_copy(update={"sentence": quote(ev.sentence)})
+            lines.append(f"{evidence_quote(clean, src)} [{n}].")
         if out.sources and not lines:
             lines.append(
                 f"Note: the literature search for “{out.query}” found {len(out.sources)} "

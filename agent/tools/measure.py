@@ -191,7 +191,7 @@ class Scale:
                 note = f"sizes use a pixel size of {num(stored)} um from the {where}"
                 return cls(stored, 1.0, where, note)
             return cls(None, 1.0, "unknown", "")
-        note = f"sizes use a pixel size of {num(given.um)} um stated in {given.source}"
+        note = f"sizes use a pixel size of {num(given.um)} um {given.source}"
         if stored and abs(stored - given.um) > 0.02 * stored:
             note += f"; the {where} gives {num(stored)} um, which was not used"
         elif stored:

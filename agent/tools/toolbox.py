@@ -65,14 +65,11 @@ class Toolbox:
         """The evidence ranker (``tools.literature.evidence``), sharing the router's text model."""
         from tools.literature.evidence import EvidenceRanker
 
-        router = self.router
+        semantic = self.settings.agent.routing == "semantic"
+        embedder = self.router.text_embedder() if semantic else None  # one MiniLM per process
         with self._lock:
             if self._evidence is None:
-                # One MiniLM per process: the router's, once it has loaded it.
-                self._evidence = EvidenceRanker(
-                    getattr(router, "_embedder", None),
-                    semantic=self.settings.agent.routing == "semantic",
-                )
+                self._evidence = EvidenceRanker(embedder, semantic=semantic)
             return self._evidence
 
     # -- images ---------------------------------------------------------------------------

@@ -271,3 +271,30 @@ def evidence(
 ) -> list[Evidence]:
     """``ranker.rank(question, sources, per_source=per_source)``."""
     return ranker.rank(question, sources, per_source=per_source)
+
+
+def quote(ev: Evidence, source: Source) -> str:
+    """The evidence in a researcher's words, ready for its citation marker:
+    'Rachel et al. (2017) report: "Shorter ... cancer."' or, from a title only,
+    'Olivero (1990) is about "The treatment of AIDS ..."'. The sentence is quoted, not
+    rewritten: text from outside is data, and a quote cannot change what it says."""
+    who = _first_author(source.authors)
+    if len(source.authors) > 1:
+        who += " et al."
+    who = who or (source.venue or source.kind)
+    when = f" ({source.year})" if source.year else ""
+    sentence = ev.sentence.strip().strip('"')
+    if ev.part == "title":
+        return f'{who}{when} is about "{sentence.rstrip(".")}"'
+    return f'{who}{when} report: "{sentence}"'
+
+
+def _first_author(authors: list[str]) -> str:
+    # PubMed gives "Rachel A", arXiv "Ada Lovelace": the surname is the PubMed first word (when
+    # the rest are initials) or the arXiv last word.
+    if not authors:
+        return ""
+    parts = authors[0].split()
+    if len(parts) > 1 and parts[-1].isupper() and len(parts[-1]) <= 3:
+        return " ".join(parts[:-1])
+    return parts[-1]
