@@ -31,6 +31,21 @@ class VisionConfig(_Section):
     """The vision-language model: any Hugging Face image-text-to-text checkpoint."""
 
     model: str = "google/paligemma-3b-mix-448"
+    backend: Literal["local", "openai"] = Field(
+        default="local",
+        description="local: load the model in this process; openai: an OpenAI-compatible "
+        "server (vLLM, TGI, transformers serve) at base_url",
+    )
+    base_url: str | None = Field(default=None, description="openai backend: the server's /v1 URL")
+    served_model: str | None = Field(
+        default=None, description="openai backend: the served model's name (default: model)"
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", description="openai backend: environment variable of the key"
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="openai backend: per request")
+    max_retries: int = Field(default=3, ge=0, description="openai backend: on 429 / 5xx")
+    concurrency: int = Field(default=4, ge=1, description="openai backend: requests in flight")
     revision: str | None = None
     quantization: Literal["none", "8bit", "4bit"] = "none"
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"

@@ -420,6 +420,10 @@ def _unpack(vision_model: Any, question: str) -> tuple[Any, Any, str]:
         model, processor = vision_model
         is_pg = getattr(model.config, "model_type", "") == "paligemma"
         return model, processor, f"answer en {question}" if is_pg else question
+    from tools.vision_backend import attention_unavailable
+
+    if why := attention_unavailable(vision_model):
+        raise LiteVLMError(why)
     model = getattr(vision_model, "model", None)
     processor = getattr(vision_model, "processor", None)
     if model is None or processor is None:

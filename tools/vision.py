@@ -301,6 +301,8 @@ class VisionModel:
     leaving it out uses ``config.adapter`` (``None`` unless configured).
     """
 
+    supports_attention = True  # tools.explain reads attentions from .model
+
     def __init__(
         self,
         config: VisionConfig | None = None,

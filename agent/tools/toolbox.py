@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from litevlm.config import Settings
-from litevlm.errors import ModelLoadError
+from litevlm.errors import LiteVLMError, ModelLoadError
 from litevlm.types import Fact, LoadedImage, Measurement, SimilarCase, VisionResult
 
 HASH_WHOLE_BYTES = 512 << 20  # larger files (slides) hash their size, head and tail
@@ -107,18 +107,21 @@ class Toolbox:
         return model or self.settings.vision.model
 
     def _vision_model(self, model: str | None, quantization: str | None) -> Any:
+        """The configured ``VisionBackend`` (local model or server), loaded once per process;
+        a backend that could not load is remembered across processes for a few minutes."""
         key = (self.vision_model_id(model), quantization or self.settings.vision.quantization)
         with self._vision_lock:
             if key in self._vision_errors:
                 raise ModelLoadError(self._vision_errors[key])
             if key not in self._vision:
-                from tools.vision import VisionModel
+                from tools.vision_backend import load_backend, memo_in
 
                 cfg = self.settings.vision.model_copy(
                     update={"model": key[0], "quantization": key[1]}
                 )
                 try:
-                    self._vision[key] = VisionModel(cfg)
+                    memo = memo_in(self.settings.data_dir)
+                    self._vision[key] = load_backend(cfg, memo)
                 except ModelLoadError as e:
                     self._vision_errors[key] = str(e)
                     raise
@@ -158,8 +161,11 @@ class Toolbox:
     ) -> Path:
         """Where the vision model looked while answering ``question``, saved as an overlay."""
         from tools.explain import attention_map
+        from tools.vision_backend import attention_unavailable
 
         vm = self._vision_model(model, quantization)
+        if why := attention_unavailable(vm):
+            raise LiteVLMError(why)
         with self._vision_lock:
             amap = attention_map(vm, loaded.image, question, adapter=adapter)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,8 @@ def _reset_peak(device: str) -> None:
 
 
 def _peak_memory_mb(device: str) -> tuple[float | None, str]:
+    if device == "server":  # the memory is the server's, not this process's
+        return None, "server"
     if device == "cuda":
         import torch
 

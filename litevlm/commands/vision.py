@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, the image loader) happen inside the commands
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def describe_cmd(
     from rich.console import Console
 
     from tools.images import load_image
-    from tools.vision import VisionModel, with_overrides
+    from tools.vision import with_overrides
+    from tools.vision_backend import load_backend
 
     s = settings(config)
     cfg = with_overrides(
@@ -58,8 +60,11 @@ def describe_cmd(
     # The image first: a bad file fails in milliseconds, before gigabytes of weights load.
     loaded = load_image(image, frame=frame)
     err = Console(stderr=True)
-    with err.status(f"loading {cfg.model} ({cfg.quantization})", spinner="dots"):
-        vm = VisionModel(cfg)
+    where = f"asking {cfg.base_url}" if cfg.backend == "openai" else "loading"
+    t0 = time.perf_counter()
+    with err.status(f"{where} {cfg.model} ({cfg.quantization})", spinner="dots"):
+        vm = load_backend(cfg)
+    load_s = getattr(vm, "load_seconds", time.perf_counter() - t0)
     result = vm.answer(loaded, question) if question else vm.describe(loaded)
 
     if as_json:
@@ -68,7 +73,7 @@ def describe_cmd(
         print_json(
             {
                 **result.model_dump(),
-                "load_seconds": round(vm.load_seconds, 3),
+                "load_seconds": round(load_s, 3),
                 "image": loaded.model_dump(mode="json"),
                 "disclaimer": DISCLAIMER,
             }
@@ -80,7 +85,7 @@ def describe_cmd(
     via = f" + {result.adapter}" if result.adapter else ""
     err.print(
         f"[dim]{result.model_id}{via}: {result.tokens} tokens in {result.latency_s:.2f} s "
-        f"({result.tokens_per_s:.1f}/s), loaded in {vm.load_seconds:.1f} s; "
+        f"({result.tokens_per_s:.1f}/s), loaded in {load_s:.1f} s; "
         f"{loaded.modality} {loaded.size[0]}x{loaded.size[1]}[/dim]"
     )
     err.print(f"[dim]{DISCLAIMER}[/dim]")
@@ -106,13 +111,15 @@ def doctor_cmd(
     """Check this machine: torch/CUDA, bitsandbytes, model weights, HF token, services."""
     s = settings(config)
     model_id = model or s.vision.model
+    local = s.vision.backend == "local"
     checks = [
         _check_torch(),
         _check_bitsandbytes(s.vision.quantization),
-        _check_model(model_id, s.vision.revision),
-        *_check_adapters(s.vision.adapters),
-        _check_token(model_id),
+        *([_check_model(model_id, s.vision.revision)] if local else []),
+        *(_check_adapters(s.vision.adapters) if local else []),
+        *([_check_token(model_id)] if local else []),
         *_check_services(_services(s), timeout),
+        _clear_vision_memo(s.data_dir),
     ]
     if as_json:
         print_json([c.__dict__ for c in checks])
@@ -274,7 +281,28 @@ def _services(s: Any) -> list[tuple[str, str, bool]]:
         )
     if s.agent.base_url:
         out.append(("chat model server", s.agent.base_url, True))
+    if s.vision.backend == "openai" and s.vision.base_url:
+        out.append(("vision server", s.vision.base_url.rstrip("/") + "/models", True))
     return out
+
+
+def _clear_vision_memo(data_dir: Path) -> Check:
+    """Report and forget the vision backends remembered as unavailable, so the next
+    `litevlm ask` tries them again (after a download, or once the server is up)."""
+    from tools.vision_backend import memo_in
+
+    memo = memo_in(data_dir)
+    entries = memo.entries()
+    memo.clear()
+    if not entries:
+        return Check("vision memo", "ok", "no vision backend remembered as unavailable")
+    first = next(iter(entries.values()))
+    return Check(
+        "vision memo",
+        "warn",
+        f"cleared {len(entries)} remembered failure(s); the last: {first}",
+        "the next `litevlm ask` tries loading again",
+    )
 
 
 def _check_services(services: list[tuple[str, str, bool]], timeout: float) -> list[Check]:
