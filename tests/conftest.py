@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# One real LLM server per test session: a fixture imported into several modules would be a
+# separate "session" fixture in each, and start a server each.
+pytest_plugins = ["llm_fixtures"]
+
 # Tests never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from llm_fixtures import LLMServer, llm_server  # noqa: F401
+from llm_fixtures import LLMServer
 from test_agent import assert_grounded
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-# One question per kind of answer; benchmarks/grounding.py runs more.
-QUESTIONS = ("kvp-cr", "count-ihc", "id-name-ct", "lit-tcp")
+# A header fact, a measurement and an identifier question: CI runs a real 0.5B model on 2 CPU
+# cores, so the suite stays under its time budget; `python benchmarks/grounding.py --all` runs
+# every question of the answer benchmark in both modes.
+QUESTIONS = ("kvp-cr", "count-ihc", "id-name-ct")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def benchmarks_on_path():
     sys.path.remove(str(ROOT / "benchmarks"))
 
 
-def test_answer_benchmark_questions_in_llm_mode(llm_server: LLMServer, benchmarks_on_path):  # noqa: F811
+def test_answer_benchmark_questions_in_llm_mode(llm_server: LLMServer, benchmarks_on_path):
     from grounding import answer_benchmark
 
     report = answer_benchmark(llm_server, set(QUESTIONS))
@@ -56,7 +58,7 @@ def test_answer_benchmark_questions_in_llm_mode(llm_server: LLMServer, benchmark
     (out / "grounding_llm.json").write_text(json.dumps(report, indent=2, default=str))
 
 
-def test_real_model_answers_are_grounded_and_injections_inert(llm_server: LLMServer, tmp_path):  # noqa: F811
+def test_real_model_answers_are_grounded_and_injections_inert(llm_server: LLMServer, tmp_path):
     from literature_fixtures import serve_fixtures
     from redteam_fixtures import leaked
     from test_redteam import QUESTION, _serve
@@ -82,7 +84,7 @@ def test_real_model_answers_are_grounded_and_injections_inert(llm_server: LLMSer
     assert_grounded(answer)
 
 
-def test_synth_qa_with_the_real_model_on_the_example_captions(llm_server: LLMServer, tmp_path):  # noqa: F811
+def test_synth_qa_with_the_real_model_on_the_example_captions(llm_server: LLMServer, tmp_path):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         from make_examples import make_examples
@@ -93,6 +95,9 @@ def test_synth_qa_with_the_real_model_on_the_example_captions(llm_server: LLMSer
 
     folder = make_examples(tmp_path / "examples")
     captions = folder / "captions.jsonl"
+    # three captions keep the test within CI's budget (one model call each on 2 CPU cores)
+    lines = [x for x in captions.read_text().splitlines() if x.strip()]
+    captions.write_text("\n".join(lines[:3]) + "\n")
     out = tmp_path / "qa.jsonl"
     env = {
         **os.environ,
@@ -101,7 +106,7 @@ def test_synth_qa_with_the_real_model_on_the_example_captions(llm_server: LLMSer
         "LITEVLM_AGENT__MAX_TOKENS": "256",
     }
     cmd = [sys.executable, "-m", "litevlm", "synth-qa", str(captions), "-o", str(out)]
-    cmd += ["--chat-model", llm_server.model, "--per-caption", "2"]
+    cmd += ["--chat-model", llm_server.model, "--per-caption", "1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(x) for x in captions.read_text().splitlines() if x.strip()]

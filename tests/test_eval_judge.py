@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from llm_fixtures import LLMServer, llm_server  # noqa: F401
+from llm_fixtures import LLMServer
 
 from finetune.evaluate.judge import Judge, parse_verdict
 from litevlm.errors import ServiceUnavailable
@@ -44,7 +44,7 @@ def test_unreachable_judge_is_one_clear_error():
 
 @pytest.mark.llm
 @pytest.mark.slow
-def test_real_judge_grades_an_answer_file(llm_server: LLMServer, tmp_path):  # noqa: F811
+def test_real_judge_grades_an_answer_file(llm_server: LLMServer, tmp_path):
     from typer.testing import CliRunner
 
     from litevlm.cli import app

@@ -7,12 +7,12 @@ import json
 import re
 
 import pytest
-from llm_fixtures import LLMServer, llm_server  # noqa: F401
+from llm_fixtures import LLMServer
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 
 
-def test_server_answers_and_calls_tools(llm_server: LLMServer) -> None:  # noqa: F811
+def test_server_answers_and_calls_tools(llm_server: LLMServer) -> None:
     import httpx
 
     tool = {
