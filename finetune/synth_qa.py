@@ -211,7 +211,17 @@ def synthesize(rows: list[CaptionRow], chat: Any = None, per_caption: int = 5) -
         if chat is not None:
             try:
                 pairs = model_pairs(row, chat, per_caption)
-            except Exception as e:  # a timeout or a down server: this caption gets templates
+            except Exception as e:
+                if _unreachable(e):  # no server at all: say so once, write nothing
+                    from litevlm.errors import ServiceUnavailable
+
+                    where = getattr(chat, "openai_api_base", None) or getattr(chat, "base_url", "")
+                    raise ServiceUnavailable(
+                        f"synth-qa: the chat model at {where or 'its provider'} is not reachable "
+                        f"({type(e).__name__})",
+                        "start the server, fix [agent] base_url, or use --templates",
+                    ) from e
+                # a timeout or a bad answer on one caption: that caption gets templates
                 log.warning("synth-qa: the chat model failed on %s (%s); templates", row.image, e)
         if not pairs:
             # The description pair plus up to per_caption-1 keyword pairs.
@@ -221,6 +231,15 @@ def synthesize(rows: list[CaptionRow], chat: Any = None, per_caption: int = 5) -
                 seen.add(_key(p))
                 out.append(p)
     return out
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A refused or unresolvable connection (not a timeout or a bad answer)."""
+    while e is not None:
+        if type(e).__name__ in {"APIConnectionError", "ConnectError", "ConnectionRefusedError"}:
+            return "timeout" not in type(e).__name__.lower()
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def write_pairs(pairs: list[QAPair], path: str | Path) -> Path:

@@ -216,7 +216,7 @@ def attention_on_objects(grid: np.ndarray, mask: np.ndarray, n_objects: int = 0)
 def object_mask(image: Any) -> tuple[np.ndarray, int]:
     """Objects segmented the way ``litevlm measure`` segments them (classical, defaults):
     (mask H x W, object count)."""
-    from tools.segmentation import segment
+    from tools.measure.segmentation import segment
 
     grey = np.asarray(_as_pil(image).convert("L"), dtype=np.float32) / 255.0
     seg = segment(grey)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from litevlm.errors import ImageLoadError
 from tools.slides.reader import DICOM_SUFFIXES, OPENSLIDE_SUFFIXES, TIFF_SUFFIXES, WSI_SOP_CLASS
 from tools.slides.slide import Region, Slide, Tile, parse_region
 
 __all__ = ["Region", "Slide", "Tile", "is_slide", "open_slide", "parse_region"]
 
-SLIDE_MIN_PIXELS = 50_000_000  # a tiled TIFF this large is read as a slide, not loaded whole
+SLIDE_MIN_PIXELS = 1_000_000  # a smaller pyramidal TIFF is just an image
 
 
 def _is_wsi_dicom(path: Path) -> bool:
@@ -41,7 +43,14 @@ def _is_tiled_pyramid(path: Path) -> bool:
             page = tif.pages.first
             levels = len(tif.series[0].levels) if tif.series else 1
             pixels = int(page.imagewidth) * int(page.imagelength)
-            return bool(page.is_tiled) and (levels > 1 or pixels >= SLIDE_MIN_PIXELS)
+            # A pyramid of 8-bit samples: a single huge level, or a float one, goes through the
+            # image loader, whose header checks refuse decompression bombs.
+            return (
+                bool(page.is_tiled)
+                and levels > 1
+                and pixels >= SLIDE_MIN_PIXELS
+                and page.dtype == np.uint8
+            )
     except Exception:
         return False
 
