@@ -140,8 +140,9 @@ def test_upload_png_and_dicom_ask_and_follow_up(app, browser, samples, shots):
     page.locator("[id^='step-measure']").first.click()
     page.screenshot(path=shots / "02-answer-steps-sources-overlay.png")
 
-    # A follow-up in the same thread; the literature fixtures give linked sources.
-    n = send(page, "What is known about counting cells like these in the literature?")
+    # A follow-up in the same thread; the literature fixtures give linked sources (a topic their
+    # abstracts address: papers that do not address the question are left out of answers).
+    n = send(page, "What is known about the heme irons of flavocytochrome C552 in the literature?")
     wait_idle(page, n)
     links = page.locator(f"{ASSISTANT} a[href*='pubmed.ncbi.nlm.nih.gov'], a[href*='arxiv']")
     assert links.count() >= 1
@@ -205,7 +206,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, browser, sa
     assert _copies(app["data_dir"], "notes.txt") == set()
     assert len(_copies(app["data_dir"], "cell.png")) == 1
     # The same server and session go on answering.
-    n = send(page, "What is known about nuclei segmentation?")
+    n = send(page, "What is known about magnetic studies of flavocytochrome?")
     wait_idle(page, n, timeout_ms=LOADED_MS)
     expect(page.locator(ASSISTANT).last).to_contain_text("[1]", timeout=LOADED_MS)
     page.screenshot(path=shots / "07-after-bad-uploads.png")
@@ -256,10 +257,10 @@ def test_auth_refuses_wrong_password_and_keeps_threads_apart(browser, app_env, t
         page.screenshot(path=shots / "10-wrong-password.png")
         login(page, server.url, "alice", users["alice"])
         page.wait_for_selector(f"{ASSISTANT} >> text=Research use only", timeout=30_000)
-        n = send(page, "What is known about nuclei segmentation?")
+        n = send(page, "What is known about magnetic studies of flavocytochrome?")
         wait_idle(page, n)
         alice_thread = page.url
-        page.wait_for_selector("#thread-history >> text=What is known about nuclei")
+        page.wait_for_selector("#thread-history >> text=What is known about magnetic")
         page.screenshot(path=shots / "11-alice.png")
 
         bob = browser.new_context(viewport=VIEW)
