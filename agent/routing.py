@@ -585,10 +585,9 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _decisive(hits: list[str]) -> list[str]:
-    """Keywords that decide a clause in every mode: a clause about papers is a search topic
-    (identifiers in it are redacted, never answered); otherwise an identifier is withheld
-    whatever else the clause says; a clause about papers ("studies on H-score cut-offs") is a search topic, so the
-    facts it names are not measured."""
+    """Keywords that decide a clause in every mode: a clause about papers ("studies on H-score
+    cut-offs") is a search topic, so the facts it names are not measured and identifiers in it
+    are redacted, never answered; otherwise an identifier is withheld whatever else it says."""
     if "literature" in hits:
         # "what is known about liver lesions in <name> (born ...)": a search topic; the
         # identifiers were already removed from the question and are removed from the query
