@@ -8,7 +8,7 @@ associated images (label, macro), which can show a patient's name or barcode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +30,6 @@ class SlideMetadata:
     mpp: float | None = None  # micrometres per level-0 pixel
     objective_power: float | None = None
     tile_size: tuple[int, int] | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class SlideReader(Protocol):
