@@ -177,3 +177,44 @@ def test_questions_file_errors_name_the_file(tmp_path):
     good = tmp_path / "g.yaml"
     good.write_text('default: ["a?"]\nimages:\n  x.png: ["b?"]\n')
     assert load_questions(good) == (["a?"], {"x.png": ["b?"]})
+
+
+def test_text_from_outside_renders_inert(tmp_path):
+    """An abstract, a title or a question holding HTML or a tracking image stays text."""
+    from agent.report import QA, ImageReport, write_html, write_markdown
+    from litevlm.types import Answer, Source
+
+    script = "<script>alert(1)</script>"
+    pixel = "![p](http://tracker.example/p.png)"
+    paper = Source(
+        n=1,
+        kind="pubmed",
+        id="123",
+        title=f'FHL2 <img src="http://tracker.example/x.png" onerror="alert(1)"> {pixel}',
+        url="javascript:alert(1)",
+    )
+    answer = Answer(text=f"FHL2 is expressed in the colon [1]. {script}", sources=[paper])
+    (tmp_path / "figures").mkdir()
+    write_sample_images(tmp_path / "figures")
+    item = ImageReport(
+        name="ihc.png",
+        path="ihc.png",
+        image_file="figures/ihc.png",
+        description=f"Tissue. {script}",
+        literature=[paper],
+        answers=[QA(question=f"What about {script}?", answer=answer)],
+    )
+    report = Report(created="today", images=[item])
+    write_html(report, tmp_path, tmp_path / "report.html")
+    write_markdown(report, tmp_path / "report.md")
+    html = (tmp_path / "report.html").read_text()
+    checker = check_html(html)  # no <script>, nothing loaded from elsewhere
+    assert len(checker.images) == 1 and checker.images[0].startswith("data:image/png;base64,")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "tracker.example/x.png&#34;" in html
+    assert '<li value="1">(pubmed) FHL2 &lt;img' in html and DISCLAIMER in html
+
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table").render((tmp_path / "report.md").read_text())
+    checker = check_html("<!DOCTYPE html>" + md)
+    assert checker.images == ["figures/ihc.png"] and "&lt;script&gt;" in md
