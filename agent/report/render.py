@@ -22,6 +22,7 @@ from litevlm.render import (
     render_html,
     render_markdown,
 )
+from litevlm.types import Answer, Source
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -76,7 +77,7 @@ def _image(it: ImageReport, anchor: str) -> Section:
     return Section(title=it.name, id=anchor, card=True, blocks=blocks)
 
 
-def _sub(title: str, blocks: list[Any]) -> Section:
+def _sub(title: str, blocks: list[Block]) -> Section:
     return Section(title=title, blocks=blocks)
 
 
@@ -127,7 +128,7 @@ def _literature(it: ImageReport) -> list[Block]:
     return out + [_warn(f"{k}: {v}") for k, v in it.literature_unavailable.items()]
 
 
-def _qa(question: str, answer: Any) -> Section:
+def _qa(question: str, answer: Answer) -> Section:
     """The answer line by line, its numbered sources (``[n]`` in the text is item n), warnings."""
     blocks: list[Block] = [Paragraph(text=line) for line in answer.text.splitlines() if line]
     if answer.sources:
@@ -143,7 +144,7 @@ def _qa(question: str, answer: Any) -> Section:
     return Section(title=question, blocks=blocks)
 
 
-def _source(s: Any) -> str:
+def _source(s: Source) -> str:
     """A source's line without its ``[n]``: the list shows the number."""
     from agent.citations import format_source
 
