@@ -46,7 +46,9 @@ def to_page(report: Report) -> Page:
     ]
     sections = []
     if report.bad:
-        bad = Bullets(items=[f"{b.path}: {b.error}" for b in report.bad])
+        # the loader's message names the file already; the path is said once
+        items = [b.error if b.path in b.error else f"{b.path}: {b.error}" for b in report.bad]
+        bad = Bullets(items=items)
         sections.append(Section(title="Images that could not be read", card=True, blocks=[bad]))
     sections += [_image(it, f"img-{i}") for i, it in enumerate(report.images, 1)]
     return Page(title=report.title, disclaimer=report.disclaimer, lines=lines, sections=sections)
@@ -97,7 +99,8 @@ def _description(it: ImageReport) -> list[Block]:
         out.append(Paragraph(text=it.description_model, css="src"))
     if it.heatmap_file:
         where = "Where the vision model looked (attention map)."
-        out.append(Figure(src=it.heatmap_file, alt="attention heat-map", caption=where))
+        heat = Figure(src=it.heatmap_file, alt="attention heat-map", caption=where, css="pixels")
+        out.append(heat)
     return out
 
 
