@@ -28,10 +28,14 @@ and the exemplar vectors live on the ``Router``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -444,8 +448,10 @@ class Router:
         model_id: str | None = None,
         device: str = "cpu",
         threads: int | None = 1,
+        cache_dir: Path | None = None,
     ) -> None:
         self.semantic = semantic
+        self.cache_dir = cache_dir
         self.threads = threads
         self.model_id = model_id
         self.device = device
@@ -473,7 +479,7 @@ class Router:
                 return False
         texts = [ex for i in INTENTS for ex in i.exemplars]
         self._labels = [i.name for i in INTENTS for _ in i.exemplars]
-        self._matrix = self._embedder.embed_texts(texts)
+        self._matrix = exemplar_matrix(self._embedder, texts, self.cache_dir)
         return True
 
     def route(self, question: str, *, previous: Route | None = None) -> Route:
@@ -571,10 +577,12 @@ class Router:
 
 @contextmanager
 def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
+    # a torch model (sentence-transformers) embeds one short question fastest on one thread;
+    # the NumPy encoder never imports torch, and importing it here would cost seconds
+    torch = sys.modules.get("torch")
+    if n is None or torch is None:
         yield
         return
-    import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -582,6 +590,36 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def exemplar_matrix(embedder: TextEmbedder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    """The exemplars' vectors, read from ``cache_dir`` when this model computed them before.
+
+    Each fresh ``litevlm ask`` would otherwise embed all ~200 exemplars again before routing its
+    one question. The key is the model's ``fingerprint`` (its weights file) and the texts, so a
+    changed exemplar or model is recomputed; an embedder without a fingerprint is not cached.
+    """
+    key = getattr(embedder, "fingerprint", None)
+    if cache_dir is None or not key:
+        return embedder.embed_texts(texts)
+    digest = hashlib.sha256("\n".join([key, *texts]).encode()).hexdigest()[:20]
+    path = cache_dir / f"routing-exemplars-{digest}.npy"
+    try:
+        matrix = np.load(path)
+        if matrix.shape == (len(texts), embedder.dim):
+            return matrix
+    except (OSError, ValueError):
+        pass  # absent or damaged: computed again below
+    matrix = embedder.embed_texts(texts)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, matrix)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError:
+        pass  # a read-only data dir costs time, not correctness
+    return matrix
 
 
 def _decisive(hits: list[str]) -> list[str]:

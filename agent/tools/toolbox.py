@@ -69,7 +69,10 @@ class Toolbox:
             if self._router is None:
                 from agent.routing import Router
 
-                self._router = Router(semantic=self.settings.agent.routing == "semantic")
+                self._router = Router(
+                    semantic=self.settings.agent.routing == "semantic",
+                    cache_dir=self.settings.data_dir / "cache",
+                )
             return self._router
 
     @property
