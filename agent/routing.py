@@ -92,7 +92,8 @@ IDENTIFIER = (
     r"institution|site)|\bwho (referred|ordered|requested|performed|read|reported|scanned)|"
     r"referring (physician|doctor)|(when|what date|what day|on what date) was (this|the|it)"
     r".{0,30}(taken|acquired|scanned|done|performed|recorded)|\b(study|acquisition|scan|exam) "
-    r"date|\buid\b|serial number"
+    r"date|\buid\b|serial number|\bwho (does|do|did) (this|the|these|that) .{0,30}belongs? to\b|"
+    r"\bto whom\b"
 )
 M: tuple[ToolName, ...] = ("measure",)
 H: tuple[ToolName, ...] = ("header",)
@@ -314,7 +315,8 @@ INTENTS: tuple[Intent, ...] = (
        "What is the patient's name?", "When was the patient born?",
        "What is the patient ID?", "What is the date of birth?", "Who is this patient?",
        "Which hospital was this scan taken at?", "What is the medical record number?",
-       "When was this scan taken?", "Who is the referring physician?", fact=False),
+       "When was this scan taken?", "Who is the referring physician?",
+       "Who does this scan belong to?", fact=False),
     _i("visual", ("vision",), r"(?!x)x",  # never by keyword: what is left goes to vision
        "Is there a fracture?", "Is there a tumour in this image?",
        "What abnormality is visible?", "Are there signs of pneumonia?",

@@ -27,6 +27,7 @@ KEY_CASES = [
         ["fraction_positive", "h_score", "intensity_grades"],
     ),
     ("What is the patient's name?", [], []),
+    ("Who does this scan belong to?", [], []),  # an identifier question, not the modality
     ("Describe this image.", ["header", "measure", "vision"], []),
 ]
 
