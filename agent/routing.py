@@ -554,7 +554,7 @@ class Router:
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
         top, s1 = ranked[0]
         hits = keyword_intents(part)
-        if decisive := _decisive(hits):
+        if decisive := _decisive(hits, part):
             return decisive, s1
         if s1 < MIN_SIMILARITY:
             return (hits or ["visual"]), s1
@@ -570,7 +570,7 @@ class Router:
     @staticmethod
     def _pick_keyword(part: str) -> list[str]:
         hits = keyword_intents(part)
-        if decisive := _decisive(hits):
+        if decisive := _decisive(hits, part):
             return decisive
         if "describe" in hits:
             return ["describe"]
@@ -624,10 +624,21 @@ def exemplar_matrix(embedder: TextEmbedder, texts: list[str], cache_dir: Path | 
     return matrix
 
 
-def _decisive(hits: list[str]) -> list[str]:
+# "study" is also the imaging study ("the accession number of the study", "when was this study
+# performed"): with an identifier in the clause, only these words make it a search topic
+_PAPERS = re.compile(
+    r"what is known|known about|literature|\bpapers?\b|\bstudies\b|publications?|pubmed|arxiv|"
+    r"research|published|meta-analys\w*|\btrials?\b|review articles?",
+    re.I,
+)
+
+
+def _decisive(hits: list[str], part: str) -> list[str]:
     """Keywords that decide a clause in every mode: a clause about papers ("studies on H-score
     cut-offs") is a search topic, so the facts it names are not measured and identifiers in it
     are redacted, never answered; otherwise an identifier is withheld whatever else it says."""
+    if "literature" in hits and "identifier" in hits and not _PAPERS.search(part):
+        return ["identifier"]
     if "literature" in hits:
         # "what is known about liver lesions in <name> (born ...)": a search topic; the
         # identifiers were already removed from the question and are removed from the query
