@@ -233,6 +233,32 @@ def refine_objects(
     return parts.astype(np.int32)
 
 
+def dim_neighbours(
+    labels: np.ndarray, refined: np.ndarray, *, radius: float, min_area: int,
+    open_fraction: float = 0.5, area_fraction: float = 0.3,
+) -> np.ndarray:  # fmt: skip
+    """Objects that the refinement cut away: dim nuclei merged into a bright neighbour.
+
+    ``refine_objects`` keeps the pixels above a fraction of each object's peak, so a dim
+    nucleus that the declumping left inside a bright neighbour's region is dropped with the
+    halo. What was dropped is a halo (a thin ring: gone after an opening with a disk of
+    ``open_fraction`` x the typical radius) or an object (a compact region that survives it and
+    has at least ``area_fraction`` of a typical object's area). Returns the latter, labelled.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import disk
+
+    dropped = (labels > 0) & (refined == 0)
+    if radius <= 0 or not dropped.any():
+        return np.zeros(labels.shape, np.int32)
+    core = ndi.binary_opening(dropped, structure=disk(max(1, round(open_fraction * radius))))
+    comps, _ = ndi.label(core)
+    sizes = np.bincount(comps.ravel())
+    sizes[0] = 0
+    big = sizes >= max(min_area, area_fraction * np.pi * radius**2)
+    return np.where(big[comps], comps, 0).astype(np.int32)
+
+
 def segment(
     img: np.ndarray,
     *,
@@ -325,10 +351,17 @@ def segment(
     else:
         labels = comps.astype(np.int32)
     if refine_fraction > 0:
-        labels = refine_objects(labels, signal, fraction=refine_fraction, min_area=min_area)
+        refined = refine_objects(labels, signal, fraction=refine_fraction, min_area=min_area)
+        dim = dim_neighbours(labels, refined, radius=r, min_area=min_area)
+        params["dim_neighbours_recovered"] = int(dim.max())
+        labels = refined
         if split:  # the refined mask has clear necks: declump it once more
             r = typical_radius(labels) or r
-            labels = declump(labels > 0, signal, radius=r, seed_distance=seed_distance, h=split_h)
+            kw = {"radius": r, "seed_distance": seed_distance, "h": split_h}
+            labels = declump(labels > 0, signal, **kw)
+            # Apart: a dim nucleus touches its bright neighbour, one mask would merge them again.
+            dim = declump(dim > 0, signal, **kw)
+        labels = np.where(dim > 0, dim + labels.max(), labels).astype(np.int32)
     if split:
         params.update({"split_h": split_h, "seed_distance": seed_distance})
 
