@@ -3,19 +3,23 @@
 The pipeline, in order (each step a short function a reader can test alone):
 
 1. Gaussian smoothing, and a tiled low-percentile background that is subtracted so that uneven
-   illumination does not move the threshold.
+   illumination does not move the threshold (tiles at least 4 typical radii wide).
 2. A global threshold computed on the signal clipped at its 99th percentile, so that a few very
    bright objects (mitotic nuclei, debris) cannot pull it above the dim ones.
 3. A contrast check against the noise level (an empty field gives a warning, not noise blobs).
 4. Declumping: a marker-controlled watershed on a landscape that is high where an object is both
-   bright and far from the edge (distance transform x smoothed intensity); markers are its
-   local maxima at least ``seed_distance`` x the typical radius apart that also stand ``h`` above
-   their surroundings. The typical radius is the image's own (a low percentile of object sizes).
+   bright and far from the edge (distance transform x intensity smoothed at a fifth of the
+   radius); markers are its local maxima at least ``seed_distance`` x the typical radius apart
+   that also stand ``h`` and 2 noise sigmas above their surroundings. The typical radius is the
+   image's own (a low percentile of object sizes).
 5. Per-object refinement: each object keeps the pixels above ``refine_fraction`` of its own
    peak signal. A global threshold draws dim nuclei too small and bright ones with a halo, and
-   merges neighbours through the halo; a local one does neither. The refined mask is declumped
-   once more.
-6. Objects touching the border are dropped (they would be measured cut in half).
+   merges neighbours through the halo; a local one does neither. What it cuts away is kept when
+   it is a dim nucleus beside a bright one (compact, clearly above the threshold). The refined
+   mask is declumped once more.
+6. Notch cutting: large objects with two opposite notches (nuclei pressed together along a
+   wide contact, no neck and no seam) are cut between the notches.
+7. Objects touching the border are dropped (they would be measured cut in half).
 
 Everything works on a 2D float image scaled to [0, 1]; ``tools.measure`` does the conversion and
 the per-object measurements. skimage and scipy are imported inside the functions so that
