@@ -187,6 +187,19 @@ def declump(
     return watershed(-land, markers, mask=mask).astype(np.int32)
 
 
+def _declump_within(mask: np.ndarray, signal: np.ndarray, **kw: Any) -> np.ndarray:
+    """``declump`` on the bounding box of ``mask`` only (a few objects in a large image)."""
+    from scipy import ndimage as ndi
+
+    out = np.zeros(mask.shape, np.int32)
+    box = ndi.find_objects(mask.astype(np.int8))
+    if not box:
+        return out
+    box = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box[0])
+    out[box] = declump(mask[box], signal[box], **kw)
+    return out
+
+
 def _prominent(peaks: np.ndarray, land: np.ndarray, comps: np.ndarray, h: float) -> np.ndarray:
     """Peaks that are h-maxima (one per plateau), tested only in components with several
     peaks: a lone peak needs no test, and h-maxima over the whole image is the slowest step."""
@@ -272,14 +285,13 @@ def dim_neighbours(
         return np.zeros(labels.shape, np.int32)
     core = ndi.binary_opening(dropped, structure=disk(max(1, round(open_fraction * radius))))
     comps, _ = ndi.label(core)
-    out = np.zeros(labels.shape, np.int32)
+    keep = np.zeros(int(comps.max()) + 1, bool)
     min_size = max(min_area, area_fraction * np.pi * radius**2)
     for rp in regionprops(comps, intensity_image=signal):
         if rp.area < min_size or rp.solidity < min_solidity:
             continue
-        if np.median(rp.image_intensity[rp.image]) >= level * threshold:
-            out[comps == rp.label] = int(out.max()) + 1
-    return out
+        keep[rp.label] = np.median(rp.image_intensity[rp.image]) >= level * threshold
+    return np.where(keep, np.cumsum(keep), 0).astype(np.int32)[comps]
 
 
 def split_concave(
@@ -516,7 +528,7 @@ def segment(
             kw |= seeding
             labels = declump(labels > 0, signal, **kw)
             # Apart: a dim nucleus touches its bright neighbour, one mask would merge them again.
-            dim = declump(dim > 0, signal, **kw)
+            dim = _declump_within(dim > 0, signal, **kw)
         labels = np.where(dim > 0, dim + labels.max(), labels).astype(np.int32)
     if split:
         if split_notches:
