@@ -43,8 +43,8 @@ def test_stardist_nuclei_meet_the_target_and_beat_the_baselines(stardist, stardi
     m = stardist_result.measurement
     assert m.kind == "cells" and m.summary["image_type"] == "fluorescence"
     ours = match_objects(gt, stardist_result.labels, threshold=0.5)
-    assert ours["f1"] >= 0.85, ours  # 0.87 measured; the old pipeline 0.71
-    assert abs(ours["count_error"]) <= 0.2, ours
+    # 0.91 and -4.5% measured (before the notch cutting and dim recovery: 0.87, -15%)
+    assert ours["f1"] >= 0.85 and abs(ours["count_error"]) <= 0.10, ours
     img = ndi.gaussian_filter(stardist["img2d"].astype(np.float32), 1)
     baseline = match_objects(gt, ndi.label(img > threshold_otsu(img))[0], threshold=0.5)
     assert ours["f1"] > baseline["f1"] + 0.2
@@ -58,7 +58,43 @@ def test_a_few_very_bright_nuclei_do_not_capture_the_threshold(stardist):
         img[gt == i] *= 10  # mitotic-like outliers: a global Otsu finds ~5 objects
     res = analyse(img)
     r = match_objects(gt, res.labels, threshold=0.5)
-    assert r["f1"] >= 0.8 and abs(r["count_error"]) <= 0.25, r
+    assert r["f1"] >= 0.85 and abs(r["count_error"]) <= 0.10, r  # 0.89, -5.4% measured
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_touching_discs_are_cut_at_their_notches_and_one_ellipse_is_not():
+    from tools.measure.segmentation import split_concave
+
+    shape = (60, 240)  # objects are cut when larger than the field's median: give it singles
+    labels = (_disc(shape, (30, 28), 12) | _disc(shape, (30, 48), 12)).astype(np.int32)
+    labels[_disc(shape, (30, 100), 12)] = 2
+    labels[_disc(shape, (30, 140), 12)] = 3
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    labels[((yy - 30) / 12) ** 2 + ((xx - 200) / 22) ** 2 <= 1] = 4  # one elongated nucleus
+    parts = split_concave(labels, radius=12, min_area=20)  # the pair's contact is wide: no neck
+    assert parts.max() == 5 and len(np.unique(parts[labels == 1])) == 2
+    assert (np.unique(parts[labels == 1], return_counts=True)[1] > 300).all()
+    assert (parts[labels == 4] == 4).all()
+
+
+def test_a_dim_nucleus_beside_a_bright_one_is_kept_and_a_halo_is_not():
+    from tools.measure.segmentation import dim_neighbours
+
+    shape = (60, 80)
+    bright, dim = _disc(shape, (30, 25), 10), _disc(shape, (30, 46), 10)
+    signal = np.where(bright, 1.0, 0.0) + np.where(dim, 0.25, 0.0)
+    merged = (bright | dim).astype(np.int32)  # one watershed region
+    refined = bright.astype(np.int32)  # what refine_objects keeps (> 0.5 x the peak)
+    got = dim_neighbours(merged, refined, signal, radius=10, threshold=0.1, min_area=20)
+    assert got.max() == 1 and (got > 0)[dim].mean() > 0.9
+    halo = _disc(shape, (30, 25), 13) & ~bright  # a 3 px ring at the threshold level
+    ring = dim_neighbours((bright | halo).astype(np.int32), refined, np.where(halo, 0.12, signal),
+                          radius=10, threshold=0.1, min_area=20)  # fmt: skip
+    assert ring.max() == 0
 
 
 def test_dim_objects_below_the_threshold_are_flagged():

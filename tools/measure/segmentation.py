@@ -3,19 +3,23 @@
 The pipeline, in order (each step a short function a reader can test alone):
 
 1. Gaussian smoothing, and a tiled low-percentile background that is subtracted so that uneven
-   illumination does not move the threshold.
+   illumination does not move the threshold (tiles at least 4 typical radii wide).
 2. A global threshold computed on the signal clipped at its 99th percentile, so that a few very
    bright objects (mitotic nuclei, debris) cannot pull it above the dim ones.
 3. A contrast check against the noise level (an empty field gives a warning, not noise blobs).
 4. Declumping: a marker-controlled watershed on a landscape that is high where an object is both
-   bright and far from the edge (distance transform x smoothed intensity); markers are its
-   local maxima at least ``seed_distance`` x the typical radius apart that also stand ``h`` above
-   their surroundings. The typical radius is the image's own (a low percentile of object sizes).
+   bright and far from the edge (distance transform x intensity smoothed at a fifth of the
+   radius); markers are its local maxima at least ``seed_distance`` x the typical radius apart
+   that also stand ``h`` and 2 noise sigmas above their surroundings. The typical radius is the
+   image's own (a low percentile of object sizes).
 5. Per-object refinement: each object keeps the pixels above ``refine_fraction`` of its own
    peak signal. A global threshold draws dim nuclei too small and bright ones with a halo, and
-   merges neighbours through the halo; a local one does neither. The refined mask is declumped
-   once more.
-6. Objects touching the border are dropped (they would be measured cut in half).
+   merges neighbours through the halo; a local one does neither. What it cuts away is kept when
+   it is a dim nucleus beside a bright one (compact, clearly above the threshold). The refined
+   mask is declumped once more.
+6. Notch cutting: large objects with two opposite notches (nuclei pressed together along a
+   wide contact, no neck and no seam) are cut between the notches.
+7. Objects touching the border are dropped (they would be measured cut in half).
 
 Everything works on a 2D float image scaled to [0, 1]; ``tools.measure`` does the conversion and
 the per-object measurements. skimage and scipy are imported inside the functions so that
@@ -131,15 +135,20 @@ def declump(
     radius: float,
     seed_distance: float = 0.3,
     h: float = 0.01,
+    intensity_sigma: float | None = None,
+    noise: float = 0.0,
+    noise_sigmas: float = 2.0,
+    presmoothed: float = 1.0,
 ) -> np.ndarray:
     """Label ``mask`` with touching objects split by a marker-controlled watershed.
 
     The landscape is high where an object is both far from its edge (distance transform, up to
-    ``radius``) and bright (``signal`` smoothed at a third of ``radius``): necks between touching
+    ``radius``) and bright (``signal`` smoothed at a fifth of ``radius``): necks between touching
     nuclei are low in both, a single elongated nucleus is high along its length only in
     distance. Markers are local maxima at least ``seed_distance * radius`` apart that stand at
-    least ``h`` (landscape in 0..1) above the saddle to a neighbour; every connected component
-    keeps at least one marker.
+    least ``h`` (landscape in 0..1) above the saddle to a neighbour, and at least
+    ``noise_sigmas`` x the landscape's noise when ``noise`` (the noise sigma of the image before
+    its ``presmoothed`` px Gaussian) is given; every connected component keeps one marker.
     """
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
@@ -149,8 +158,14 @@ def declump(
     if n == 0 or radius <= 0:
         return comps.astype(np.int32)
     dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask).astype(np.float32), 1.0)
-    smooth = ndi.gaussian_filter(np.asarray(signal, np.float32), max(0.5, radius / 3))
+    # A fifth of the radius keeps the darker seam between touching nuclei (a few px wide) that
+    # a third blurred away; the noise floor on h below keeps noise from seeding at this scale.
+    isg = max(0.5, radius / 5 if intensity_sigma is None else intensity_sigma)
+    smooth = ndi.gaussian_filter(np.asarray(signal, np.float32), isg)
     top = float(np.percentile(smooth[mask], 99)) or 1.0
+    if noise > 0:  # white noise after both Gaussians: sigma / (2 sqrt(pi) total sigma)
+        total = np.hypot(max(presmoothed, 0.5), isg)
+        h = max(h, noise_sigmas * noise / (2 * np.sqrt(np.pi) * total) / top)
     land = np.minimum(dist / radius, 1.0) * np.clip(smooth / top, 0, None) * mask
     # Over the whole image, not per component (labels=): the same peaks bar a few between
     # touching components, several times faster; a component left without one gets its own.
@@ -170,6 +185,19 @@ def declump(
         for k, (r, c) in enumerate(pos, start=len(peaks) + 1):
             markers[r, c] = k
     return watershed(-land, markers, mask=mask).astype(np.int32)
+
+
+def _declump_within(mask: np.ndarray, signal: np.ndarray, **kw: Any) -> np.ndarray:
+    """``declump`` on the bounding box of ``mask`` only (a few objects in a large image)."""
+    from scipy import ndimage as ndi
+
+    out = np.zeros(mask.shape, np.int32)
+    box = ndi.find_objects(mask.astype(np.int8))
+    if not box:
+        return out
+    box = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box[0])
+    out[box] = declump(mask[box], signal[box], **kw)
+    return out
 
 
 def _prominent(peaks: np.ndarray, land: np.ndarray, comps: np.ndarray, h: float) -> np.ndarray:
@@ -233,6 +261,162 @@ def refine_objects(
     return parts.astype(np.int32)
 
 
+def dim_neighbours(
+    labels: np.ndarray, refined: np.ndarray, signal: np.ndarray, *, radius: float,
+    threshold: float, min_area: int, open_fraction: float = 0.5, area_fraction: float = 0.3,
+    level: float = 1.5, min_solidity: float = 0.9,
+) -> np.ndarray:  # fmt: skip
+    """Objects that the refinement cut away: dim nuclei merged into a bright neighbour.
+
+    ``refine_objects`` keeps the pixels above a fraction of each object's peak, so a dim
+    nucleus that the declumping left inside a bright neighbour's region is dropped with the
+    halo. What was dropped is kept as an object only if it looks like one: compact (it survives
+    an opening with a disk of ``open_fraction`` x the typical radius, has ``area_fraction`` of a
+    typical object's area and ``min_solidity``) and clearly above the threshold (median signal
+    >= ``level`` x ``threshold``). A halo is a thin ring; filled holes and pale tissue sit at or
+    below the threshold. Returns the objects kept, labelled.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+    from skimage.morphology import disk
+
+    dropped = (labels > 0) & (refined == 0)
+    if radius <= 0 or not dropped.any():
+        return np.zeros(labels.shape, np.int32)
+    core = ndi.binary_opening(dropped, structure=disk(max(1, round(open_fraction * radius))))
+    comps, _ = ndi.label(core)
+    keep = np.zeros(int(comps.max()) + 1, bool)
+    min_size = max(min_area, area_fraction * np.pi * radius**2)
+    for rp in regionprops(comps, intensity_image=signal):
+        if rp.area < min_size or rp.solidity < min_solidity:
+            continue
+        keep[rp.label] = np.median(rp.image_intensity[rp.image]) >= level * threshold
+    return np.where(keep, np.cumsum(keep), 0).astype(np.int32)[comps]
+
+
+def split_concave(
+    labels: np.ndarray, *, radius: float, min_area: int, size_gate: float = 1.3,
+    min_depth: float = 0.15, min_score: float = 0.25, part_fraction: float = 0.2,
+) -> np.ndarray:  # fmt: skip
+    """Cut objects that are two (or more) convex ones touching, between two concave points.
+
+    Nuclei pressed together along a wide contact show neither a neck in the distance
+    transform nor a dark seam, but their union has a notch on each side of the contact. Objects
+    of at least ``size_gate`` x the median area are cut along the line joining the deepest
+    points of two notches (each at least ``min_depth`` x ``radius`` deep from the convex hull)
+    when the notches are deep for the cut's length ((depth + depth) / length >= ``min_score``)
+    and both parts have ``part_fraction`` of a typical object's area; the parts are cut again.
+    A single round or elongated nucleus has no two such notches; a kidney-shaped one has one.
+    """
+    from scipy import ndimage as ndi
+
+    n = int(labels.max())
+    if n == 0 or radius <= 0:
+        return labels
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    median = float(np.median(areas[1:][areas[1:] > 0]))
+    min_part = max(min_area, part_fraction * np.pi * radius**2)
+    depth = max(2.0, min_depth * radius)
+    out, nxt = labels.copy(), n + 1
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None or areas[i] < max(size_gate * median, 2 * min_part):
+            continue
+        box = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+        todo, pieces = [labels[box] == i], []
+        while todo:
+            obj = todo.pop()
+            cut = None if len(pieces) + len(todo) >= 6 else _cut_at_notches(
+                obj, depth, min_score, min_part
+            )  # fmt: skip
+            if cut is None:
+                pieces.append(obj)
+            else:
+                todo.extend(cut)
+        for piece in pieces[1:]:
+            out[box][piece] = nxt
+            nxt += 1
+    return out
+
+
+def _cut_at_notches(
+    obj: np.ndarray, min_depth: float, min_score: float, min_part: float
+) -> list[np.ndarray] | None:
+    """The two parts of ``obj`` cut between its two best notches, or None."""
+    from scipy import ndimage as ndi
+    from skimage.draw import line
+    from skimage.morphology import convex_hull_image
+
+    if obj.sum() < 2 * min_part:
+        return None
+    smooth = ndi.binary_opening(obj)  # a ragged outline has many shallow notches
+    hull = convex_hull_image(smooth)
+    notches, k = ndi.label(hull & ~smooth)
+    if k < 2:
+        return None
+    into_hull = ndi.distance_transform_edt(hull)
+    deepest = []
+    for j, box in enumerate(ndi.find_objects(notches), start=1):
+        d = np.where(notches[box] == j, into_hull[box], 0)
+        if d.max() >= min_depth:
+            r, c = np.unravel_index(np.argmax(d), d.shape)
+            deepest.append((float(d.max()), r + box[0].start, c + box[1].start))
+    deepest = sorted(deepest, reverse=True)[:5]
+    best = None
+    for a, (da, ra, ca) in enumerate(deepest):
+        for db, rb, cb in deepest[a + 1 :]:
+            score = (da + db) / max(np.hypot(ra - rb, ca - cb), 1.0)
+            if score < min_score or (best is not None and score <= best[0]):
+                continue
+            cut = obj.copy()
+            cut[line(ra, ca, rb, cb)] = False
+            parts, m = ndi.label(cut)
+            if m < 2:
+                continue
+            sizes = np.bincount(parts.ravel())[1:]
+            two = np.argsort(sizes)[::-1][:2] + 1
+            if sizes[two[1] - 1] >= min_part:
+                best = (score, parts, two)
+    if best is None:
+        return None
+    _, parts, two = best
+    # Every pixel (the cut line, crumbs) goes to the nearer of the two parts.
+    seeds = np.where(parts == two[0], 1, 0) + np.where(parts == two[1], 2, 0)
+    near = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
+    lab = np.where(obj, seeds[near[0], near[1]], 0)
+    return [lab == 1, lab == 2]
+
+
+TILE_RADII = 4.0  # background tiles span at least two typical objects and the gaps between
+
+
+def _foreground(
+    s: np.ndarray, tile: int, polarity: str, valid: np.ndarray | None, method: str, clip: float
+) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """Background-corrected signal (objects positive), its threshold, the mask, the tile used."""
+    if tile and min(s.shape) >= 2 * tile:
+        signal = s - estimate_background(s, tile, polarity)
+    else:
+        tile = 0  # too small to have a background gradient worth modelling
+        # A low percentile, not the median: in a dense field objects are the majority.
+        signal = s - np.percentile(s, 10 if polarity == "bright" else 90)
+    if polarity == "dark":
+        signal = -signal
+    if valid is not None and valid.sum() > 100:
+        # Stained slides: separate objects from tissue, not from the glass around it.
+        t = threshold_value(signal[valid], method, clip)
+        return signal, t, (signal > t) & valid, tile
+    t = threshold_value(signal, method, clip)
+    return signal, t, signal > t, tile
+
+
+def _clean(fg: np.ndarray, min_area: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+    from skimage.morphology import remove_small_objects
+
+    fg = ndi.binary_fill_holes(fg)
+    return remove_small_objects(fg, max_size=min_area - 1) if min_area > 1 else fg
+
+
 def segment(
     img: np.ndarray,
     *,
@@ -250,13 +434,20 @@ def segment(
     min_contrast_sigmas: float = 6.0,
     min_contrast: float = 0.02,
     valid: np.ndarray | None = None,
+    seam_sigma: float = 0.2,
+    seed_noise_sigmas: float = 2.0,
+    split_notches: bool = True,
+    recover_dim: bool = True,
 ) -> Segmentation:
     """Segment round objects in a 2D float image in [0, 1]; see the module docstring.
 
     ``valid`` (optional bool mask) limits where objects may be (e.g. tissue in a slide).
+    ``seam_sigma`` (x the typical radius) smooths the intensity that seeds the declumping,
+    ``seed_noise_sigmas`` is the seeds' minimum prominence in noise sigmas (0: ``split_h``
+    only), ``split_notches`` cuts objects at two opposite notches (``split_concave``),
+    ``recover_dim`` keeps dim nuclei cut away next to bright ones (``dim_neighbours``).
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import remove_small_objects
 
     warnings: list[str] = []
     img = np.asarray(img, dtype=np.float32)
@@ -270,22 +461,7 @@ def segment(
     tile = (
         int(np.clip(min(img.shape) // 8, 32, 256)) if background_tile is None else background_tile
     )
-    if tile and min(img.shape) >= 2 * tile:
-        signal = s - estimate_background(s, tile, polarity)
-    else:
-        tile = 0  # too small to have a background gradient worth modelling
-        # A low percentile, not the median: in a dense field objects are the majority.
-        signal = s - np.percentile(s, 10 if polarity == "bright" else 90)
-    if polarity == "dark":
-        signal = -signal
-
-    if valid is not None and valid.sum() > 100:
-        # Stained slides: separate objects from tissue, not from the glass around it.
-        t = threshold_value(signal[valid], threshold_method, clip_percentile)
-        fg = (signal > t) & valid
-    else:
-        t = threshold_value(signal, threshold_method, clip_percentile)
-        fg = signal > t
+    signal, t, fg, tile = _foreground(s, tile, polarity, valid, threshold_method, clip_percentile)
     params: dict[str, Any] = {
         "polarity": polarity,
         "smooth_sigma": smooth_sigma,
@@ -315,22 +491,52 @@ def segment(
             empty, np.zeros(img.shape, bool), t, polarity, 0, warnings=warnings, params=params
         )
 
-    fg = ndi.binary_fill_holes(fg)
-    fg = remove_small_objects(fg, max_size=min_area - 1) if min_area > 1 else fg
-    comps = ndi.label(fg)[0]
-    r = typical_radius(comps)
+    fg = _clean(fg, min_area)
+    r = typical_radius(ndi.label(fg)[0])
+    if background_tile is None and 0 < tile < TILE_RADII * r:
+        # Objects as large as the tile become their own background (a large nucleus would be
+        # subtracted to a ring): estimate it again on tiles several objects wide.
+        tile = int(TILE_RADII * r)
+        signal, t, fg, tile = _foreground(
+            s, tile, polarity, valid, threshold_method, clip_percentile
+        )
+        fg = _clean(fg, min_area)
+        r = typical_radius(ndi.label(fg)[0]) or r
+        params.update(background_tile_px=tile, threshold=round(t, 5))
     params["typical_radius_px"] = round(r, 2)
+    seeding = {
+        "h": split_h, "noise": sigma_raw if seed_noise_sigmas else 0.0,
+        "noise_sigmas": seed_noise_sigmas, "presmoothed": smooth_sigma,
+    }  # fmt: skip
     if split:
-        labels = declump(fg, signal, radius=r, seed_distance=max(seed_distance, 0.5), h=split_h)
+        labels = declump(
+            fg, signal, radius=r, seed_distance=max(seed_distance, 0.5),
+            intensity_sigma=seam_sigma * r, **seeding,
+        )  # fmt: skip
     else:
-        labels = comps.astype(np.int32)
+        labels = ndi.label(fg)[0].astype(np.int32)
     if refine_fraction > 0:
-        labels = refine_objects(labels, signal, fraction=refine_fraction, min_area=min_area)
+        refined = refine_objects(labels, signal, fraction=refine_fraction, min_area=min_area)
+        dim = np.zeros_like(refined)
+        if recover_dim:
+            dim = dim_neighbours(labels, refined, signal, radius=r, threshold=t, min_area=min_area)
+        params["dim_neighbours_recovered"] = int(dim.max())
+        labels = refined
         if split:  # the refined mask has clear necks: declump it once more
             r = typical_radius(labels) or r
-            labels = declump(labels > 0, signal, radius=r, seed_distance=seed_distance, h=split_h)
+            kw = {"radius": r, "seed_distance": seed_distance, "intensity_sigma": seam_sigma * r}
+            kw |= seeding
+            labels = declump(labels > 0, signal, **kw)
+            # Apart: a dim nucleus touches its bright neighbour, one mask would merge them again.
+            dim = _declump_within(dim > 0, signal, **kw)
+        labels = np.where(dim > 0, dim + labels.max(), labels).astype(np.int32)
     if split:
-        params.update({"split_h": split_h, "seed_distance": seed_distance})
+        if split_notches:
+            labels = split_concave(labels, radius=r, min_area=min_area)
+        params.update(
+            split_h=split_h, seed_distance=seed_distance, seam_sigma=seam_sigma,
+            seed_noise_sigmas=seed_noise_sigmas, split_notches=split_notches,
+        )  # fmt: skip
 
     # One lookup table drops watershed slivers and border objects and renumbers 1..count.
     sizes = np.bincount(labels.ravel())
