@@ -117,3 +117,96 @@ def test_a_region_outside_the_slide_is_one_line(slide_settings) -> None:
         assert "outside the slide" in str(e.value) and "\n" not in str(e.value)
         with pytest.raises(LiteVLMError, match="x,y,w,h"):
             a.ask("Describe.", [DICOM_WSI], options=TurnOptions(region="1,2,3"))
+
+
+@pytest.fixture(scope="session")
+def slide_folder(tmp_path_factory, cmu_svs: Path) -> Path:  # noqa: F811
+    """A folder of two real slides (the SVS and the DICOM WSI's instances) and one PNG."""
+    import shutil
+
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("slide_folder")
+    shutil.copy(cmu_svs, root / "cmu.svs")
+    shutil.copytree(DICOM_WSI, root / "wsi")
+    Image.fromarray(data.immunohistochemistry()).save(root / "ihc.png")
+    return root
+
+
+def test_index_a_folder_of_slides_by_tiles_and_find_a_tile(tmp_path, slide_folder) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from litevlm.cli import app
+    from litevlm.config import load_settings
+    from tools.images import load_image
+    from tools.retrieval import Retriever
+
+    cfg = tmp_path / "litevlm.toml"
+    cfg.write_text(
+        f'[retrieval]\nuri = "{tmp_path / "db"}"\nembedder = "classical:color-texture-v1"\n'
+        "slide_tiles = 3\n"
+    )
+    args = ["index", str(slide_folder), "--no-text", "--config", str(cfg), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{") :])
+    assert report["added"] == 3 + 3 + 1 and not report["failed"]  # 3 tiles a slide, the PNG
+
+    settings = load_settings(
+        retrieval={"uri": str(tmp_path / "db"), "embedder": "classical:color-texture-v1"}
+    )
+    r = Retriever(settings)
+    rows = [rec for recs, _ in r.collection.iter_batches() for rec in recs]
+    tiles = [rec for rec in rows if rec.extra.get("slide")]
+    assert len(tiles) == 6 and {Path(t.uri).name for t in tiles} == {"cmu.svs", "wsi"}
+    for t in tiles:
+        assert {"x", "y", "w", "h", "mpp"} <= set(t.extra) and t.extra["mpp"] == 0.5
+        # nothing from the slide's own metadata: no Aperio user, date, file name, DICOM tags
+        text = (t.model_dump_json() + json.dumps(t.extra)).lower()
+        for leaked in ("b414003d", "cmu-1", "12/29/09", "aperio", "label", "macro", "patient"):
+            assert leaked not in text
+    # a tile cut out of the slide finds itself, cited by slide and coordinates
+    t = next(t for t in tiles if t.uri.endswith("cmu.svs"))
+    with open_slide(slide_folder / "cmu.svs") as s:
+        crop = s.read_scaled(t.extra["x"], t.extra["y"], t.extra["w"], t.extra["h"], 0.5 / 0.499)
+    from PIL import Image
+
+    Image.fromarray(crop).save(tmp_path / "query.png")
+    cases = r.similar(image=load_image(tmp_path / "query.png"), k=2)
+    r.close()
+    top = cases[0]
+    assert (top.metadata["x"], top.metadata["y"]) == (t.extra["x"], t.extra["y"])
+    from agent.tools import AnswerContext
+    from agent.tools.similar import TOOL as SIMILAR
+    from agent.tools.similar import SimilarOutput
+
+    record = {"key": "k", "tool": "similar", "error": None, "args": {}}
+    record["output"] = SimilarOutput(cases=cases).model_dump()
+    title = SIMILAR.sources(record, AnswerContext())[0].title
+    assert f"a tile of cmu.svs at x={t.extra['x']}, y={t.extra['y']}" in title
+    assert "at 0.5 um/px" in title
+
+
+def test_report_on_a_folder_with_a_dicom_wsi(tmp_path, slide_settings, slide_folder) -> None:
+    import shutil
+
+    from agent.report import build_report, collect_images
+
+    # the six instances of the DICOM WSI are one slide
+    assert collect_images([slide_folder]) == [
+        slide_folder / "cmu.svs", slide_folder / "ihc.png", slide_folder / "wsi",
+    ]  # fmt: skip
+    only = tmp_path / "in"
+    shutil.copytree(DICOM_WSI, only / "wsi")
+    rep = build_report([only], tmp_path / "out", slide_settings, progress=False)
+    assert not rep.bad and len(rep.images) == 1
+    item = rep.images[0]
+    assert item.name == "wsi" and item.measurement and item.measurement["params"]["slide"]
+    assert item.description and "Tile at x=" in item.description
+    described = item.answers[0].answer
+    assert sum(s.kind == "vision" and "level 0" in s.title for s in described.sources) == 2
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "level 0" in html

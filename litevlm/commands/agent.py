@@ -109,10 +109,16 @@ def ask(
 
 
 def _is_image_arg(arg: str) -> bool:
-    """An existing file, or a name with an image suffix: an image, never a query to send."""
+    """An existing file, a DICOM WSI folder, or a name with an image suffix: an image, never a
+    query to send."""
     from tools.images import is_supported
 
-    return Path(arg).is_file() or (is_supported(arg) and not arg.rstrip().endswith("?"))
+    p = Path(arg)
+    if p.is_dir():
+        from tools.slides import is_slide
+
+        return is_slide(p)
+    return p.is_file() or (is_supported(arg) and not arg.rstrip().endswith("?"))
 
 
 def report(

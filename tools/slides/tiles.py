@@ -63,7 +63,7 @@ def tile_geometry(slide: Slide, mpp: float | None, tile_px: int) -> tuple[float,
     """(downsample, level-0 side, um/px actually read): ``mpp`` finer than the scan, or a
     slide without a pixel size, is read at the scan's own resolution."""
     ds = max(1.0, mpp / slide.mpp) if (mpp and slide.mpp) else 1.0
-    return ds, max(1, round(tile_px * ds)), (slide.mpp * ds if slide.mpp else None)
+    return ds, max(1, round(tile_px * ds)), (round(slide.mpp * ds, 4) if slide.mpp else None)
 
 
 def _bounds(slide: Slide, region: Region | None) -> Region:
@@ -114,11 +114,11 @@ def dense_tiles(
     ]  # fmt: skip
 
 
-def _overlaps(a: tuple[int, int, int, int], b: TileChoice) -> bool:
-    """Whether box ``a`` shares more than half its area with ``b`` (then it shows the same)."""
+def _overlap(a: tuple[int, int, int, int], b: TileChoice) -> float:
+    """The share of box ``a`` that ``b`` covers."""
     ox = min(a[0] + a[2], b.x + b.w) - max(a[0], b.x)
     oy = min(a[1] + a[3], b.y + b.h) - max(a[1], b.y)
-    return ox > 0 and oy > 0 and ox * oy > 0.5 * a[2] * a[3]
+    return max(0, ox) * max(0, oy) / (a[2] * a[3])
 
 
 def sample_tiles(
@@ -144,12 +144,11 @@ def sample_tiles(
     xs = np.arange(b.x, b.x + b.w - w + 1, w)
     ys = np.arange(b.y, b.y + b.h - h + 1, h)
     stride = max(1, int(np.ceil(np.sqrt(len(xs) * len(ys) / MAX_CANDIDATES))))
-    boxes, fracs = [], []
+    boxes, fracs, shared = [], [], []
     for y in ys[::stride]:
         for x in xs[::stride]:
             box = (int(x), int(y), w, h)
-            if any(_overlaps(box, a) for a in avoid or []):
-                continue
+            shared.append(max((_overlap(box, a) for a in avoid or []), default=0.0))
             y0, x0 = int(y / scale), int(x / scale)
             part = mask[y0 : max(y0 + 1, int(np.ceil((y + h) / scale))),
                         x0 : max(x0 + 1, int(np.ceil((x + w) / scale)))]  # fmt: skip
@@ -157,8 +156,11 @@ def sample_tiles(
             fracs.append(float(part.mean()) if part.size else 0.0)
     if not boxes:
         return []
-    f = np.asarray(fracs)
-    keep = np.flatnonzero(f >= MIN_TISSUE)
+    # Tissue tiles that show nothing already shown; failing that, a little overlap; then any.
+    f, o = np.asarray(fracs), np.asarray(shared)
+    keep = np.flatnonzero((f >= MIN_TISSUE) & (o == 0))
+    if len(keep) < n:
+        keep = np.flatnonzero((f >= MIN_TISSUE) & (o <= 0.5))
     if not len(keep):  # a region of pale or scant tissue: its most tissue-rich tiles
         keep = np.argsort(-f, kind="stable")[: max(n, 1)]
     centres = np.asarray([(boxes[i][0] + w / 2, boxes[i][1] + h / 2) for i in keep])
