@@ -210,3 +210,18 @@ def test_report_on_a_folder_with_a_dicom_wsi(tmp_path, slide_settings, slide_fol
     assert sum(s.kind == "vision" and "level 0" in s.title for s in described.sources) == 2
     html = (tmp_path / "out" / "report.html").read_text()
     assert "level 0" in html
+
+
+def test_cli_ask_with_a_bad_region_is_one_line(tmp_path) -> None:
+    from test_cli_errors import cli, one_line
+
+    rc, err = cli(tmp_path, "ask", str(DICOM_WSI), "--region", "5000,5000,100,100")
+    line = one_line(err)
+    assert rc != 0 and "dicom_wsi_cmu" in line and "outside the slide" in line
+    png = tmp_path / "ihc.png"
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.immunohistochemistry()[:64, :64]).save(png)
+    rc, err = cli(tmp_path, "ask", str(png), "--region", "0,0,10,10")
+    assert rc != 0 and "none of the images is a whole-slide image" in one_line(err)
