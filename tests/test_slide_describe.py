@@ -81,6 +81,7 @@ def slide_settings(tmp_path_factory, tiny_paligemma):
     )
 
 
+@pytest.mark.slow
 def test_describe_a_slide_cites_each_tile_with_its_coordinates(slide_settings) -> None:
     from agent.assistant import Assistant, TurnOptions
 
@@ -190,6 +191,7 @@ def test_index_a_folder_of_slides_by_tiles_and_find_a_tile(tmp_path, slide_folde
     assert "at 0.5 um/px" in title
 
 
+@pytest.mark.slow
 def test_report_on_a_folder_with_a_dicom_wsi(tmp_path, slide_settings, slide_folder) -> None:
     import shutil
 
