@@ -200,7 +200,7 @@ def _folder(root: Path, tiling: SlideTiling | None = None) -> Iterator[Item]:
     seen: set[Path] = set()
     for p, row in by_file.items():
         seen.add(p)
-        if is_slide(p):
+        if p.exists() and is_slide(p):
             continue  # its tiles are indexed below, with this row's caption
         cap = _first_key(row, _CAPTION_KEYS)
         extra = {
