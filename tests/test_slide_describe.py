@@ -227,3 +227,23 @@ def test_cli_ask_with_a_bad_region_is_one_line(tmp_path) -> None:
     Image.fromarray(data.immunohistochemistry()[:64, :64]).save(png)
     rc, err = cli(tmp_path, "ask", str(png), "--region", "0,0,10,10")
     assert rc != 0 and "none of the images is a whole-slide image" in one_line(err)
+
+
+def test_a_dicom_wsi_s_patient_identifiers_are_kept_apart(tmp_path) -> None:
+    import shutil
+
+    import pydicom
+
+    from tools.images import load_image
+
+    wsi = tmp_path / "wsi"
+    shutil.copytree(DICOM_WSI, wsi)
+    for f in wsi.iterdir():  # the real instances, with a patient's name and id written in
+        ds = pydicom.dcmread(f)
+        ds.PatientName, ds.PatientID = "Doe^Jane", "MRN-000123"
+        ds.save_as(f)
+    loaded = load_image(wsi)
+    assert loaded.identifiers["PatientName"] == "Doe^Jane"
+    assert loaded.identifiers["PatientID"] == "MRN-000123"
+    dumped = loaded.model_dump_json()
+    assert "Doe" not in dumped and "MRN-000123" not in dumped
