@@ -81,7 +81,8 @@ class Vision(Tool):
         tb, args = ctx.toolbox, item["args"]
         loaded = tb.load(rec["path"])
         if "slide" in loaded.metadata and loaded.source_path:
-            return _slide(tb, loaded, args), []
+            no_map = ["vision: no attention heat-map for a slide's tiles"]
+            return _slide(tb, loaded, args), no_map if args.get("heatmap") else []
         res = tb.vision(
             loaded,
             args.get("question"),
