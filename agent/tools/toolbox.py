@@ -131,6 +131,10 @@ class Toolbox:
                     raise
             return self._vision[key]
 
+    def vision_backend(self, model: str | None = None, quantization: str | None = None) -> Any:
+        """The vision backend, loaded (or its one-line ``ModelLoadError``)."""
+        return self._vision_model(model, quantization)
+
     def vision(
         self,
         loaded: LoadedImage,

@@ -186,6 +186,7 @@ def _heatmap(tb: Any, loaded: Any, rec: Any, item: Any) -> tuple[str | None, str
 def _slide(tb: Any, loaded: Any, args: dict[str, Any]) -> VisionOutput:
     """A whole-slide image: the model looks at chosen tiles, not at the thumbnail."""
     region = args.get("region")
+    tb.vision_backend(args.get("model"), args.get("quantization"))  # no model: fail before tiling
     choices, images = tb.slide_tiles(loaded, region)
     if not choices:
         raise LiteVLMError(
