@@ -103,6 +103,10 @@ def test_describe_a_slide_cites_each_tile_with_its_coordinates(slide_settings) -
         assert x >= 800 and x + w <= 1824 and y >= 1300 and y + h <= 2324
         assert f"[{src.n}]" in ans.text  # each tile is cited in the answer
     assert "tile_density" in {f.name for f in dense.facts}
+    # the header facts are the slide's (level 0), not its thumbnail's
+    header = {f.name: f.value for f in next(s for s in ans.sources if s.kind == "header").facts}
+    assert header["matrix"] == [2967, 2220]
+    assert header["field_of_view"] == [pytest.approx(1.48, abs=0.01), pytest.approx(1.11, abs=0.01)]
     # the measurement is of the region, not of the thumbnail
     meas = next(s for s in ans.sources if s.kind == "measurement")
     assert "tiles" in {f.name for f in meas.facts}

@@ -29,8 +29,11 @@ def load_slide_image(path: str | Path, *, max_size: int = THUMBNAIL_PX) -> Loade
         "slide": info,
         "thumbnail_downsample": round(ds, 3),
     }
+    # The header facts describe the slide, not its thumbnail: level-0 size and spacing.
+    metadata["width"], metadata["height"] = info["width"], info["height"]
     if info.get("mpp"):
         metadata["mpp"] = info["mpp"]
+        metadata["pixel_spacing_mm"] = [info["mpp"] / 1000] * 2
     if info.get("objective_power"):
         metadata["objective_power"] = info["objective_power"]
     return LoadedImage(
