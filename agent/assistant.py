@@ -43,6 +43,7 @@ class TurnOptions(BaseModel):
     quantization: str | None = None
     heatmap: bool = False  # also compute where the vision model looked (attention map)
     pixel_size_um: float | None = None  # the user's pixel size (um): sizes and densities use it
+    region: str | None = None  # whole-slide images: x,y,w,h or x,y,w,h@level (level-0 px)
 
 
 class AgentEvent(BaseModel):
@@ -200,6 +201,8 @@ class Assistant:
             if not (p.is_file() or "slide" in loaded.metadata):  # a DICOM WSI is a folder
                 raise ImageLoadError(p, "not a file")
             loads.append((p, loaded))
+        if opts.region:
+            _check_region(opts.region, loads)
         # The identifiers of every image of the thread: the question, the image names the chat
         # model sees and the answer are cleaned of them before anything leaves this process.
         ids = privacy.merge(
@@ -234,6 +237,7 @@ class Assistant:
             heatmap=opts.heatmap,
             deadline=time.monotonic() + agent_cfg.turn_deadline_s,
             pixel_size_um=opts.pixel_size_um,
+            region=opts.region,
         )
         thread = thread_id or uuid.uuid4().hex[:12]
         inputs = {
@@ -444,3 +448,25 @@ def _summarise_output(name: str, result: Any) -> Any:
         ans = result.get("answer") or {}
         return {"sources": len(ans.get("sources") or []), "warnings": ans.get("warnings")}
     return None
+
+
+def _check_region(region: str, loads: list[tuple[Path, Any]]) -> None:
+    """A region is for slides: one line when it is malformed, outside a slide, or when no
+    image of the turn is a slide."""
+    from tools.slides import open_slide, parse_region
+
+    try:
+        reg = parse_region(region)
+    except ValueError as e:
+        raise ConfigError(
+            f"--region: {e}", "give x,y,w,h in level-0 pixels, or x,y,w,h@level"
+        ) from e
+    slides = [p for p, loaded in loads if "slide" in loaded.metadata]
+    if loads and not slides:
+        raise ConfigError(
+            f"--region {region}: none of the images is a whole-slide image",
+            "leave out --region, or give a slide (.svs, pyramidal TIFF, DICOM WSI folder)",
+        )
+    for p in slides:
+        with open_slide(p) as slide:
+            slide.check_inside(reg)

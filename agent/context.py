@@ -37,6 +37,7 @@ class Context:
     quantization: str | None = None
     heatmap: bool = False  # vision calls also save an attention heat-map (a figure)
     pixel_size_um: float | None = None  # stated by the user (--pixel-size): px -> um in answers
+    region: str | None = None  # whole-slide images: x,y,w,h[@level] to measure and describe
     history_messages: int = 6  # earlier messages the chat model sees
     deadline: float | None = None  # time.monotonic() after which no chat-model call starts
     extra: dict[str, Any] = field(default_factory=dict)

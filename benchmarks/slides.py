@@ -14,6 +14,8 @@ resident memory (ru_maxrss) is its own:
 2. ``whole``: the same 1024 x 1024 region of the SVS read whole and measured once, vs the
    same region tile by tile (4 tiles of 512 plus margins): time and peak RSS, and the counts.
    The large slides cannot be read whole here (12 GiB): that row is the projection.
+3. ``choose``: choosing 8 spread tissue tiles for the vision model / the index
+   (``tools.slides.tiles.sample_tiles``) and reading them: seconds and peak RSS, 8k vs 64k.
 
 Prints a table and writes benchmarks/results/slides.json.
 """
@@ -75,6 +77,25 @@ def run_region(path: str, mode: str) -> dict:
     }  # fmt: skip
 
 
+def run_choose(path: str, n: int) -> dict:
+    """Choosing ``n`` spread tissue tiles for the vision model / the index, and reading them."""
+    from tools.slides import open_slide
+    from tools.slides.tiles import read_tile_image, sample_tiles
+
+    t0 = time.perf_counter()
+    with open_slide(path) as s:
+        picks = sample_tiles(s, n, mpp=0.5, tile_px=224)
+        t1 = time.perf_counter()
+        for c in picks:
+            read_tile_image(s, c)
+        dims = s.dimensions
+    t2 = time.perf_counter()
+    return {
+        "slide": f"{dims[0]}x{dims[1]}", "tiles": len(picks), "choose_s": round(t1 - t0, 2),
+        "read_s": round(t2 - t1, 2), "peak_rss_mb": round(_peak_mb(), 1),
+    }  # fmt: skip
+
+
 def _child(args: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True
@@ -91,7 +112,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.child:
         kind, *rest = a.child
-        res = run_tiles(rest[0], int(rest[1])) if kind == "tiles" else run_region(*rest)
+        if kind == "choose":
+            res = run_choose(rest[0], int(rest[1]))
+        else:
+            res = run_tiles(rest[0], int(rest[1])) if kind == "tiles" else run_region(*rest)
         print(json.dumps(res))
         return
 
@@ -107,6 +131,7 @@ def main() -> None:
     n = 4 if a.quick else 12
     tiles = [_child(["tiles", str(p), str(n)]) for p in (small, large)]
     region = [_child(["region", str(svs), mode]) for mode in ("whole", "tiles")]
+    choose = [_child(["choose", str(p), "8"]) for p in (small, large)]
 
     print(f"\nmeasure_slide on {n} tissue tiles of 512 px (fresh process each)")
     print(f"{'slide':>12} {'tiles':>6} {'objects':>8} {'tiles/s':>8} {'peak RSS MB':>12}")
@@ -123,6 +148,13 @@ def main() -> None:
     print(f"tiles / whole: time {time_ratio:.2f}, objects "
           f"{region[1]['objects'] / max(1, region[0]['objects']):.3f}")  # fmt: skip
     print("the 64k slide read whole would need 65536^2 x 3 B = 12 GiB before measuring")
+    print("\nchoosing 8 spread tissue tiles (224 px at 0.5 um/px) for the model / the index")
+    print(f"{'slide':>12} {'tiles':>6} {'choose s':>9} {'read s':>7} {'peak RSS MB':>12}")
+    for r in choose:
+        print(f"{r['slide']:>12} {r['tiles']:>6} {r['choose_s']:>9.2f} {r['read_s']:>7.2f} "
+              f"{r['peak_rss_mb']:>12.0f}")  # fmt: skip
+    choose_ratio = choose[1]["peak_rss_mb"] / choose[0]["peak_rss_mb"]
+    print(f"peak memory 64k / 8k: {choose_ratio:.2f}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(
         json.dumps(
@@ -130,6 +162,7 @@ def main() -> None:
                 "machine": platform.machine(), "python": platform.python_version(),
                 "tiles": tiles, "peak_ratio_64k_vs_8k": round(ratio, 3),
                 "region": region, "time_ratio_tiles_vs_whole": round(time_ratio, 3),
+                "choose": choose, "choose_peak_ratio_64k_vs_8k": round(choose_ratio, 3),
             },
             indent=2,
         )

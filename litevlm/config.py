@@ -71,6 +71,24 @@ class VisionConfig(_Section):
     top_p: float = Field(default=1.0, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1)
     local_files_only: bool = False
+    slide_dense_tiles: int = Field(
+        default=2,
+        ge=0,
+        description="whole-slide images: the model also sees this many tiles of the highest "
+        "nuclear density (from the slide measurement)",
+    )
+    slide_sample_tiles: int = Field(
+        default=2, ge=0, description="whole-slide images: and this many tissue tiles spread over it"
+    )
+    slide_tile_mpp: float = Field(
+        default=0.5, gt=0, description="whole-slide images: um per pixel of the tiles it sees"
+    )
+    slide_tile_px: int = Field(
+        default=448,
+        ge=32,
+        description="whole-slide images: tile side in pixels (the model's input side: 448 for "
+        "paligemma-*-448, 224 for -224)",
+    )
 
 
 class MeasureConfig(_Section):
@@ -159,6 +177,18 @@ class RetrievalConfig(_Section):
         "(no weights offline); results name it. Empty = fail instead",
     )
     hybrid: bool = Field(default=True, description="text queries: keyword + vector on captions")
+    slide_tiles: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="whole-slide images: tissue tiles indexed per slide (spread over the tissue)",
+    )
+    slide_tile_mpp: float = Field(
+        default=0.5, gt=0, description="whole-slide images: um per pixel of the indexed tiles"
+    )
+    slide_tile_px: int = Field(
+        default=224, ge=32, description="whole-slide images: side of an indexed tile in pixels"
+    )
 
 
 class LiteratureConfig(_Section):

@@ -6,7 +6,9 @@
   itself is not needed), cached in ``~/.cache/litevlm-tests``.
 - ``tests/fixtures/dicom_wsi_cmu/``: the same slide as a DICOM WSI (VL Whole Slide Microscopy
   Image), converted with wsidicomizer 0.26.1 (``--add-missing-levels --no-label --no-overview
-  --no-confidential``), committed (1.9 MB): the native JPEG tiles, five pyramid levels.
+  --no-confidential``), committed (1.9 MB): the native JPEG tiles, five pyramid levels. The
+  levels wsidicomizer made (all but level 0) hold YCbCr JPEG but were labelled RGB; they are
+  relabelled ``YBR_FULL_422`` (pixel data untouched), so every level has the SVS's colours.
 - ``write_pyramid_tiff``: a large pyramidal TIFF (>= 50k x 50k) written tile by tile from
   real tiles of the SVS: tissue in blocks, glass elsewhere, pre-encoded tiles, so writing it
   takes seconds and memory stays small.

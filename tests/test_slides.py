@@ -46,6 +46,10 @@ def test_dicom_wsi_reads_the_same_pixels_as_the_svs(cmu_svs: Path) -> None:  # n
         # level 1 of the DICOM pyramid is the slide at half size
         half = d.read_region(parse_region("400,600,150,100@1"))
         assert half.shape == (100, 150, 3)
+        # and its coarse levels have the SVS's colours (they were once decoded as YCbCr)
+        dt, st = d.thumbnail(256).astype(int), s.thumbnail(256).astype(int)
+        assert dt.shape == st.shape and np.abs(dt - st).mean() < 10
+        assert np.abs(dt.mean((0, 1)) - st.mean((0, 1))).max() < 3
 
 
 def test_ome_tiff_pyramid_round_trip(tmp_path: Path, cmu_svs: Path) -> None:  # noqa: F811

@@ -39,12 +39,13 @@ def load_questions(path: str | Path | None) -> tuple[list[str], dict[str, list[s
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Files as given, and the supported images inside folders (sorted)."""
     from tools.images import is_supported, iter_images
+    from tools.slides import group_slide_files
 
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            out += [f for f in iter_images(p) if is_supported(f)]
+        if p.is_dir():  # a DICOM WSI's instances are one slide: its folder
+            out += group_slide_files([f for f in iter_images(p) if is_supported(f)])
         else:
             out.append(p)  # a missing or unsupported file is reported as bad, not skipped
     return out

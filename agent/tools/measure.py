@@ -37,14 +37,19 @@ class MeasureTool(Tool):
     }
     output_type = Measurement
 
+    def prepare(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {**args, "region": ctx.region} if ctx.region else dict(args)
+
     def key(self, image: str | None, args: dict[str, Any], ctx: Any) -> str:
-        return f"measure|{image}|{ctx.toolbox.settings.measure.backend}"
+        key = f"measure|{image}|{ctx.toolbox.settings.measure.backend}"
+        return key + (f"|region {args['region']}" if args.get("region") else "")
 
     def run(self, payload: Any, ctx: Any) -> tuple[Measurement, list[str]]:
-        rec = payload["image"]
+        rec, region = payload["image"], payload["item"]["args"].get("region")
         tb = ctx.toolbox
-        overlay = tb.settings.data_dir / "overlays" / f"{rec['id']}.png"
-        return tb.measure(tb.load(rec["path"]), overlay_path=overlay), []
+        name = rec["id"] + (f"_{region.replace(',', '_').replace('@', 'L')}" if region else "")
+        overlay = tb.settings.data_dir / "overlays" / f"{name}.png"
+        return tb.measure(tb.load(rec["path"]), overlay_path=overlay, region=region), []
 
     def dump(self, output: Measurement) -> dict[str, Any]:
         # The per-object table stays out of the thread state: it can be thousands of rows.

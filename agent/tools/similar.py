@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from agent.tools.base import AnswerContext, Tool, cap, quote
 from litevlm.types import Fact, SimilarCase, Source
+from tools.retrieval.tiles import tile_where
 
 
 class SimilarOutput(BaseModel):
@@ -48,7 +49,7 @@ class Similar(Tool):
                 label="similar case",
                 value=c.id,
                 provenance="retrieval index",
-                text=f"case {c.id} (similarity {c.score:.2f}): {quote(c.caption or c.id)}",
+                text=f"case {c.id} (similarity {c.score:.2f}): {quote(_what(c))}",
             )
             for c in output.cases
         ]
@@ -62,7 +63,7 @@ class Similar(Tool):
             Source(
                 kind="case",
                 id=str(c.id),
-                title=c.caption or str(c.id),
+                title=_what(c),
                 snippet=f"similarity {c.score:.3f}"
                 + (f" ({c.embedder})" if c.embedder else "")
                 + "; "
@@ -80,13 +81,20 @@ class Similar(Tool):
         return [
             cap(
                 f"{actx.prefix}a similar annotated case is {c.id} (similarity {c.score:.2f}): "
-                f'"{quote(c.caption or c.id)}" [{n}].'
+                f'"{quote(_what(c))}" [{n}].'
             )
             for c, n in zip(out.cases, numbers, strict=False)
         ]
 
     def summary(self, output: SimilarOutput) -> dict[str, Any]:
         return {"cases": [c.id for c in output.cases]}
+
+
+def _what(c: SimilarCase) -> str:
+    where = tile_where(c.metadata or {})
+    if where:
+        return f"{where}: {c.caption}" if c.caption else where
+    return c.caption or str(c.id)
 
 
 TOOL = Similar()

@@ -60,6 +60,10 @@ class Toolbox:
         self._vision_lock = threading.Lock()
         self._router: Any = None
         self._evidence: Any = None
+        # Slide measurements by (slide, region, settings): the measure and vision tools run in
+        # parallel on the same slide and need the same tile-by-tile result; it is made once.
+        self._slide_measures: OrderedDict[tuple, Any] = OrderedDict()
+        self._slide_locks: dict[tuple, threading.Lock] = {}
 
     # -- routing --------------------------------------------------------------------------
     @property
@@ -130,6 +134,10 @@ class Toolbox:
                     raise
             return self._vision[key]
 
+    def vision_backend(self, model: str | None = None, quantization: str | None = None) -> Any:
+        """The vision backend, loaded (or its one-line ``ModelLoadError``)."""
+        return self._vision_model(model, quantization)
+
     def vision(
         self,
         loaded: LoadedImage,
@@ -139,18 +147,54 @@ class Toolbox:
         adapter: str | None = None,
         quantization: str | None = None,
     ) -> VisionResult:
+        return self.vision_batch(
+            [loaded.image], question, model=model, adapter=adapter, quantization=quantization
+        )[0]
+
+    def vision_batch(
+        self,
+        images: list[Any],
+        question: str | None,
+        *,
+        model: str | None = None,
+        adapter: str | None = None,
+        quantization: str | None = None,
+    ) -> list[VisionResult]:
+        """The same question (or a description) for several images, in the model's batches."""
         vm = self._vision_model(model, quantization)
         key = (self.vision_model_id(model), quantization or self.settings.vision.quantization)
         try:
             # One generation at a time per process: parallel tool nodes share the model.
             with self._vision_lock:
+                if len(images) == 1:
+                    if question:
+                        return [vm.answer(images[0], question, adapter=adapter)]
+                    return [vm.describe(images[0], adapter=adapter)]
                 if question:
-                    return vm.answer(loaded.image, question, adapter=adapter)
-                return vm.describe(loaded.image, adapter=adapter)
+                    return vm.answer_batch(images, question, adapter=adapter)
+                return vm.describe_batch(images, adapter=adapter)
         except ModelLoadError as e:
             # Weights are loaded on first use: remember the failure so later turns skip it.
             self._vision_errors[key] = str(e)
             raise
+
+    def slide_tiles(
+        self, loaded: LoadedImage, region: str | None = None
+    ) -> tuple[list[Any], list[Any]]:
+        """The tiles of a slide the vision model sees ([vision] slide_*: the densest measured
+        tiles and a spread sample of tissue, in ``region`` when given): (choices, images)."""
+        from tools.slides import open_slide, parse_region
+        from tools.slides.tiles import choose_tiles, read_tile_image
+
+        cfg = self.settings.vision
+        sm = self.slide_measurement(loaded, region) if cfg.slide_dense_tiles else None
+        with open_slide(loaded.source_path) as slide:
+            choices = choose_tiles(
+                slide, sm, dense=cfg.slide_dense_tiles, sample=cfg.slide_sample_tiles,
+                mpp=cfg.slide_tile_mpp, tile_px=cfg.slide_tile_px,
+                region=parse_region(region) if region else None,
+            )  # fmt: skip
+            return choices, [read_tile_image(slide, c) for c in choices]
 
     def heatmap(
         self,
@@ -182,28 +226,64 @@ class Toolbox:
         return header_facts(loaded)
 
     # -- measure --------------------------------------------------------------------------
-    def measure(self, loaded: LoadedImage, overlay_path: Path | None = None) -> Measurement:
+    def measure(
+        self, loaded: LoadedImage, overlay_path: Path | None = None, *, region: str | None = None
+    ) -> Measurement:
         from tools.measure import measure
 
         if overlay_path is not None:
             overlay_path.parent.mkdir(parents=True, exist_ok=True)
         if "slide" in loaded.metadata and loaded.source_path:
-            return self._measure_slide(loaded, overlay_path)
+            return self._measure_slide(loaded, overlay_path, region)
         # The pixel size comes from the image's metadata or [measure] pixel_size_um.
         return measure(loaded, overlay_path=overlay_path, settings=self.settings.measure)
 
-    def _measure_slide(self, loaded: LoadedImage, heatmap: Path | None) -> Measurement:
+    def _measure_slide(
+        self, loaded: LoadedImage, heatmap: Path | None, region: str | None
+    ) -> Measurement:
         """A whole-slide image is measured tile by tile on the slide itself, not its thumbnail:
         an even sample of [measure] slide_max_tiles tissue tiles, with a density heat-map."""
-        from tools.slides import open_slide
-        from tools.slides.measure import measure_slide, to_measurement
+        import numpy as np
 
-        cfg = self.settings.measure
-        with open_slide(loaded.source_path) as slide:
-            result = measure_slide(
-                slide, max_tiles=cfg.slide_max_tiles, heatmap_path=heatmap, settings=cfg
+        from tools.slides.measure import save_heatmap, to_measurement
+
+        result = self.slide_measurement(loaded, region)
+        if heatmap is not None and result.tiles:
+            thumb = np.asarray(loaded.image.convert("RGB"))  # the slide's own thumbnail
+            scale = float(loaded.metadata["slide"]["width"]) / thumb.shape[1]
+            result = result.model_copy(
+                update={"heatmap_path": save_heatmap(thumb, scale, result.tiles, heatmap)}
             )
         return to_measurement(result)
+
+    def slide_measurement(self, loaded: LoadedImage, region: str | None = None) -> Any:
+        """The slide's tile-by-tile measurement (``SlideMeasurement``), made once per slide,
+        region and settings in this process, however many tools ask at once."""
+        from tools.slides import open_slide, parse_region
+        from tools.slides.measure import measure_slide
+
+        cfg = self.settings.measure
+        p = Path(loaded.source_path or "")
+        st = p.stat() if p.is_file() else None
+        key = (str(p.resolve()), st.st_mtime if st else 0.0, region, cfg.model_dump_json())
+        with self._lock:
+            lock = self._slide_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._slide_measures:
+                    self._slide_measures.move_to_end(key)
+                    return self._slide_measures[key]
+            with open_slide(p) as slide:
+                result = measure_slide(
+                    slide, region=parse_region(region) if region else None,
+                    max_tiles=cfg.slide_max_tiles, settings=cfg,
+                )  # fmt: skip
+            with self._lock:
+                self._slide_measures[key] = result
+                while len(self._slide_measures) > 8:
+                    old = self._slide_measures.popitem(last=False)[0]
+                    self._slide_locks.pop(old, None)
+            return result
 
     # -- similar cases --------------------------------------------------------------------
     def similar(self, loaded: LoadedImage, text: str | None, k: int) -> list[SimilarCase]:

@@ -24,6 +24,7 @@ def _options(
     sources: str | None,
     similar_k: int | None,
     pixel_size: float | None = None,
+    region: str | None = None,
 ) -> object:
     from agent.assistant import TurnOptions
     from litevlm.errors import ConfigError
@@ -36,6 +37,7 @@ def _options(
         sources=[s.strip() for s in sources.split(",") if s.strip()] if sources else None,
         similar_k=similar_k,
         pixel_size_um=pixel_size,
+        region=region,
     )
 
 
@@ -65,6 +67,11 @@ def ask(
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="pixel size in micrometres: sizes in um, densities per mm^2"
     ),
+    region: str | None = typer.Option(
+        None,
+        "--region",
+        help="whole-slide images: x,y,w,h (level-0 px) or x,y,w,h@level to measure and describe",
+    ),
     chat_model: str | None = typer.Option(
         None, "--chat-model", help="init_chat_model string, e.g. openai:gpt-4o-mini"
     ),
@@ -85,7 +92,7 @@ def ask(
             question,
             images,
             thread_id=thread,
-            options=_options(model, adapter, sources, similar_k, pixel_size),
+            options=_options(model, adapter, sources, similar_k, pixel_size, region),
         )
     if as_json:
         print_json(answer)
@@ -102,10 +109,16 @@ def ask(
 
 
 def _is_image_arg(arg: str) -> bool:
-    """An existing file, or a name with an image suffix: an image, never a query to send."""
+    """An existing file, a DICOM WSI folder, or a name with an image suffix: an image, never a
+    query to send."""
     from tools.images import is_supported
 
-    return Path(arg).is_file() or (is_supported(arg) and not arg.rstrip().endswith("?"))
+    p = Path(arg)
+    if p.is_dir():
+        from tools.slides import is_slide
+
+        return is_slide(p)
+    return p.is_file() or (is_supported(arg) and not arg.rstrip().endswith("?"))
 
 
 def report(

@@ -112,6 +112,7 @@ def similar(
     """Find indexed cases similar to an image and/or a text."""
     from tools.images import load_image
     from tools.retrieval import Retriever
+    from tools.retrieval.tiles import tile_where
 
     if image is None and not text:
         raise typer.BadParameter("give an IMAGE, --text, or both")
@@ -129,7 +130,9 @@ def similar(
         typer.echo("no matches")
     for i, c in enumerate(cases, 1):
         meta = ", ".join(f"{k}={v}" for k, v in c.metadata.items() if k in _SHOWN)
-        typer.echo(f"{i}. {c.score:.3f}  {c.image_uri}\n   {c.caption[:200]}\n   {meta}")
+        where = tile_where(c.metadata)
+        typer.echo(f"{i}. {c.score:.3f}  {c.image_uri}" + (f"\n   {where}" if where else ""))
+        typer.echo(f"   {c.caption[:200]}\n   {meta}")
     if cases:
         typer.echo(f"scores from: {cases[0].embedder} ({cases[0].match})")
 

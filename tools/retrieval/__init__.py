@@ -149,7 +149,7 @@ class Retriever:
         progress: bool = True,
         tenant: str | None = None,
     ) -> Any:
-        from tools.retrieval.ingest import ingest
+        from tools.retrieval.ingest import SlideTiling, ingest
 
         try:
             existing = self.store.open_collection(self.name)
@@ -173,6 +173,11 @@ class Retriever:
             batch_size=self.settings.retrieval.batch_size,
             tenant=tenant or self.settings.retrieval.tenant,
             progress=progress,
+            tiling=SlideTiling(
+                tiles=self.settings.retrieval.slide_tiles,
+                mpp=self.settings.retrieval.slide_tile_mpp,
+                tile_px=self.settings.retrieval.slide_tile_px,
+            ),
         )
 
     # -- querying -------------------------------------------------------------------------------
@@ -197,6 +202,13 @@ class Retriever:
         tenant = r.tenant
         coll = self.collection
         fetch = k + 1 if exclude_self and image is not None else k
+        own_slide = None
+        if image is not None and "slide" in image.metadata and image.source_path:
+            # A slide is looked up by a tissue tile at the index's resolution, not by its
+            # thumbnail; its own indexed tiles are left out.
+            own_slide = str(Path(image.source_path).resolve())
+            image = self._slide_query_tile(image)
+            fetch = k + r.slide_tiles
         ranked: list[list[Hit]] = []
         used: dict[str, str] = {}
         if image is not None and "image" in coll.spec.vectors:
@@ -242,7 +254,23 @@ class Retriever:
         if exclude_self and image is not None:
             digest = _image_sha256(image)
             hits = [h for h in hits if not digest or h.record.extra.get("image_sha256") != digest]
+        if exclude_self and own_slide:
+            hits = [h for h in hits if h.record.extra.get("slide") != own_slide]
         return [_case(h, used) for h in hits[:k]]
+
+    def _slide_query_tile(self, image: LoadedImage) -> LoadedImage:
+        """The tissue tile nearest the middle of the slide's tissue, as indexed tiles are read."""
+        from tools.slides import open_slide
+        from tools.slides.tiles import read_tile_image, sample_tiles
+
+        r = self.settings.retrieval
+        with open_slide(image.source_path) as slide:
+            picks = sample_tiles(slide, 1, mpp=r.slide_tile_mpp, tile_px=r.slide_tile_px)
+            if not picks:
+                return image
+            pil = read_tile_image(slide, picks[0])
+        mm = picks[0].mpp / 1000 if picks[0].mpp else None
+        return LoadedImage(image=pil, modality="histology", pixel_size_mm=(mm, mm) if mm else None)
 
     def close(self) -> None:
         if self._store is not None:

@@ -55,6 +55,17 @@ class Item(BaseModel):
     caption: str = ""
     meta: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
+    tile: dict[str, Any] | None = Field(
+        default=None, description="a tile of a slide: slide path, level-0 x, y, w, h, mpp"
+    )
+
+
+class SlideTiling(BaseModel):
+    """How many tiles of each slide are indexed, and at which resolution."""
+
+    tiles: int = 8
+    mpp: float = 0.5
+    tile_px: int = 224
 
 
 class IngestReport(BaseModel):
@@ -153,8 +164,31 @@ def read_sidecar(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _folder(root: Path) -> Iterator[Item]:
+def _slide_tiles(path: Path, row: dict[str, Any] | None, tiling: SlideTiling) -> Iterator[Item]:
+    """A slide's indexed rows: a bounded number of tissue tiles spread over it (never its label
+    or macro image, nor anything from its metadata), each recording where it is."""
+    from tools.slides import open_slide
+    from tools.slides.tiles import sample_tiles
+
+    row = row or {}
+    cap = _first_key(row, _CAPTION_KEYS)
+    with open_slide(path) as slide:
+        picks = sample_tiles(slide, tiling.tiles, mpp=tiling.mpp, tile_px=tiling.tile_px)
+    for t in picks:
+        tile = {"slide": str(path), "x": t.x, "y": t.y, "w": t.w, "h": t.h, "mpp": t.mpp}
+        tile |= {"px_w": t.px_w, "px_h": t.px_h}
+        yield Item(
+            where=f"{path} tile x={t.x}, y={t.y}",
+            caption=str(row[cap]) if cap else "",
+            meta={"modality": "histology", **_meta(row)},
+            extra={k: v for k, v in tile.items() if k not in ("px_w", "px_h")},
+            tile=tile,
+        )
+
+
+def _folder(root: Path, tiling: SlideTiling | None = None) -> Iterator[Item]:
     from tools.images import iter_images
+    from tools.slides import group_slide_files, is_slide
 
     sidecars = sorted(root.glob("*.jsonl")) + sorted(root.glob("*.csv"))
     by_file: dict[Path, dict[str, Any]] = {}
@@ -166,6 +200,8 @@ def _folder(root: Path) -> Iterator[Item]:
     seen: set[Path] = set()
     for p, row in by_file.items():
         seen.add(p)
+        if p.exists() and is_slide(p):
+            continue  # its tiles are indexed below, with this row's caption
         cap = _first_key(row, _CAPTION_KEYS)
         extra = {
             k: v
@@ -179,8 +215,14 @@ def _folder(root: Path) -> Iterator[Item]:
             meta=_meta(row),
             extra=extra,
         )
-    for p in iter_images(root):
-        if p.resolve() not in seen:
+    for p in group_slide_files(iter_images(root)):
+        if is_slide(p):
+            try:
+                row = by_file.get(p.resolve())
+                yield from _slide_tiles(p.resolve(), row, tiling or SlideTiling())
+            except LiteVLMError as e:  # listed as failed, the run goes on
+                yield Item(where=str(p), caption="", extra={"error": str(e)})
+        elif p.resolve() not in seen:
             yield Item(where=str(p), path=p.resolve())
 
 
@@ -276,7 +318,9 @@ def _hf_image_column(d: Any) -> str | None:
     return "image" if "image" in d.column_names else None
 
 
-def read_items(path: str | Path, layout: str = "auto") -> tuple[str, int | None, Iterator[Item]]:
+def read_items(
+    path: str | Path, layout: str = "auto", tiling: SlideTiling | None = None
+) -> tuple[str, int | None, Iterator[Item]]:
     """(layout, number of items when known, items) for ``path``."""
     path = Path(path).expanduser()
     if layout not in LAYOUTS:
@@ -289,7 +333,7 @@ def read_items(path: str | Path, layout: str = "auto") -> tuple[str, int | None,
         total, items = _hf(path)
         return layout, total, items
     if layout == "folder":
-        listed = list(_folder(path))
+        listed = list(_folder(path, tiling))
     elif layout == "roco":
         listed = list(_roco(path))
     else:
@@ -298,7 +342,25 @@ def read_items(path: str | Path, layout: str = "auto") -> tuple[str, int | None,
 
 
 # -- ids, pixels --------------------------------------------------------------------------------
+def _slide_digest(path: Path) -> str:
+    """A slide's content id without reading gigabytes: the files' sizes, heads and tails."""
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.iterdir() if q.is_file()) if path.is_dir() else [path]:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            h.update(str(size).encode() + fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read())
+    return h.hexdigest()
+
+
 def _image_bytes(item: Item) -> bytes:
+    if item.extra.get("error"):
+        raise ValueError(item.extra["error"])
+    if item.tile is not None:  # a tile is its slide and its box at its resolution
+        t = item.tile
+        box = f"{t['x']},{t['y']},{t['w']},{t['h']}@{t['mpp']}"
+        return f"{_slide_digest(Path(t['slide']))}|{box}".encode()
     if item.path is not None:
         return item.path.read_bytes()
     pil = item.pil
@@ -319,6 +381,17 @@ def case_id(image_sha256: str, caption: str) -> str:
 
 
 def _load(item: Item) -> Any:
+    if item.tile is not None:
+        from litevlm.types import LoadedImage
+        from tools.slides import open_slide
+        from tools.slides.tiles import TileChoice, read_tile_image
+
+        t = item.tile
+        with open_slide(t["slide"]) as slide:
+            box = {k: t[k] for k in TileChoice.model_fields if k in t}
+            pil = read_tile_image(slide, TileChoice(**box, why="sample"))
+        mm = t["mpp"] / 1000 if t.get("mpp") else None
+        return LoadedImage(image=pil, modality="histology", pixel_size_mm=(mm, mm) if mm else None)
     if item.path is not None:
         from tools.images import load_image
 
@@ -345,10 +418,12 @@ def ingest(
     tenant: str | None = None,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    tiling: SlideTiling | None = None,
 ) -> IngestReport:
-    """Embed and upsert every readable case under ``path``; unreadable ones are listed."""
+    """Embed and upsert every readable case under ``path``; unreadable ones are listed. A
+    whole-slide image is indexed as ``tiling.tiles`` tissue tiles, each a row of its own."""
     start = time.perf_counter()
-    layout, total, items = read_items(path, layout)
+    layout, total, items = read_items(path, layout, tiling)
     report = IngestReport(
         collection=collection.name,
         layout=layout,
@@ -414,11 +489,12 @@ def _batch(
             continue
         meta = dict(item.meta)
         meta.setdefault("modality", loaded.modality or "unknown")
+        uri = item.tile["slide"] if item.tile else str(item.path) if item.path else item.where
         records.append(
             CaseRecord(
                 id=cid,
                 caption=item.caption,
-                uri=str(item.path) if item.path else item.where,
+                uri=uri,
                 extra={**item.extra, "image_sha256": digest},
                 **meta,
             )

@@ -16,7 +16,9 @@ from litevlm.errors import ImageLoadError
 from tools.slides.reader import DICOM_SUFFIXES, OPENSLIDE_SUFFIXES, TIFF_SUFFIXES, WSI_SOP_CLASS
 from tools.slides.slide import Region, Slide, Tile, parse_region
 
-__all__ = ["Region", "Slide", "Tile", "is_slide", "open_slide", "parse_region"]
+__all__ = [
+    "Region", "Slide", "Tile", "group_slide_files", "is_slide", "open_slide", "parse_region",
+]  # fmt: skip
 
 SLIDE_MIN_PIXELS = 1_000_000  # a smaller pyramidal TIFF is just an image
 
@@ -68,6 +70,25 @@ def is_slide(path: str | Path) -> bool:
     if name.endswith(DICOM_SUFFIXES):
         return _is_wsi_dicom(p)
     return False
+
+
+def group_slide_files(paths: list[Path]) -> list[Path]:
+    """Image files as listed, except that the instances of a DICOM WSI (one file per pyramid
+    level, plus label and overview) become their folder, once: one slide, not six images, and
+    the label instance is never opened as an image."""
+    out: list[Path] = []
+    wsi: dict[Path, bool] = {}
+    for p in paths:
+        if p.name.lower().endswith(DICOM_SUFFIXES):
+            folder = p.parent
+            if folder not in wsi:
+                wsi[folder] = _is_wsi_dicom(folder)
+                if wsi[folder]:
+                    out.append(folder)
+            if wsi[folder]:
+                continue
+        out.append(p)
+    return out
 
 
 def open_slide(path: str | Path) -> Slide:

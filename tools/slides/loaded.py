@@ -29,8 +29,11 @@ def load_slide_image(path: str | Path, *, max_size: int = THUMBNAIL_PX) -> Loade
         "slide": info,
         "thumbnail_downsample": round(ds, 3),
     }
+    # The header facts describe the slide, not its thumbnail: level-0 size and spacing.
+    metadata["width"], metadata["height"] = info["width"], info["height"]
     if info.get("mpp"):
         metadata["mpp"] = info["mpp"]
+        metadata["pixel_spacing_mm"] = [info["mpp"] / 1000] * 2
     if info.get("objective_power"):
         metadata["objective_power"] = info["objective_power"]
     return LoadedImage(
@@ -39,4 +42,26 @@ def load_slide_image(path: str | Path, *, max_size: int = THUMBNAIL_PX) -> Loade
         modality="histology",
         pixel_size_mm=(px_mm, px_mm) if px_mm else None,
         metadata=metadata,
+        identifiers=_dicom_identifiers(p) if info["format"] == "dicom" else {},
     )
+
+
+def _dicom_identifiers(path: Path) -> dict[str, str]:
+    """A DICOM WSI's patient identifiers (from its instances' headers), kept only so that the
+    question, queries and answers can be cleaned of them, as for any DICOM image."""
+    import pydicom
+
+    from tools.images import IDENTIFYING_TAGS
+
+    files = [path] if path.is_file() else sorted(q for q in path.iterdir() if q.is_file())
+    ids: dict[str, str] = {}
+    for f in files[:8]:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:
+            continue
+        for tag in IDENTIFYING_TAGS:
+            value = str(ds.get(tag, "") or "").strip()
+            if value and tag not in ids:
+                ids[tag] = value
+    return ids
