@@ -238,6 +238,7 @@ class Assistant:
             deadline=time.monotonic() + agent_cfg.turn_deadline_s,
             pixel_size_um=opts.pixel_size_um,
             region=opts.region,
+            redactor=redactor,
         )
         thread = thread_id or uuid.uuid4().hex[:12]
         inputs = {

@@ -40,6 +40,9 @@ class Context:
     region: str | None = None  # whole-slide images: x,y,w,h[@level] to measure and describe
     history_messages: int = 6  # earlier messages the chat model sees
     deadline: float | None = None  # time.monotonic() after which no chat-model call starts
+    # the thread's identifiers (tools.privacy.Redactor): whatever a chat model is sent is
+    # cleaned of them first, tool outputs included (a VLM may read a name burned into pixels)
+    redactor: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -179,9 +179,17 @@ def model_plan(
     ) or ["none"]
     system = prompts.ROUTE_SYSTEM.format(images=names, available=", ".join(available))
     history = list(state.get("messages", []))[:-1][-ctx.history_messages :]
-    msg = ctx.chat_model.bind_tools(TOOL_SCHEMAS).invoke(
-        [SystemMessage(system), *history, HumanMessage(state["question"])]
-    )
+    messages = [SystemMessage(system), *history, HumanMessage(state["question"])]
+    if ctx.redactor is not None:  # earlier turns' text, cleaned of this turn's images' ids too
+        from tools.privacy import clean
+
+        messages = [
+            m.model_copy(update={"content": clean(m.content, ctx.redactor)})
+            if isinstance(m.content, str)
+            else m
+            for m in messages
+        ]
+    msg = ctx.chat_model.bind_tools(TOOL_SCHEMAS).invoke(messages)
     calls, warnings = read_calls(msg, TOOL_SCHEMAS)
     items: list[PlanItem] = []
     for call in calls:
@@ -408,6 +416,10 @@ def synthesise(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         blocks = "\n".join(
             prompts.source_block(s.n or 0, s.kind, s.title, s.snippet or s.title) for s in sources
         )
+        if ctx.redactor is not None:  # the chat model may be remote: identifiers stay here
+            from tools.privacy import clean
+
+            blocks = clean(blocks, ctx.redactor)
         try:
             msg = ctx.chat_model.invoke(
                 [

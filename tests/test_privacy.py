@@ -273,3 +273,34 @@ def test_a_follow_up_without_the_image_is_cleaned_of_the_threads_identifiers(tmp
     for text in (sent, answer.model_dump_json()):
         assert not leaks(text, _issue_identity(), "ZYXWVUT-QQQQ"), text
         assert "777" not in text.replace(first.thread_id, "") and "Feb" not in text
+
+
+def test_a_chat_model_is_never_sent_the_identifiers_a_tool_output_carries(tmp_path, monkeypatch):
+    """A VLM can read a name burned into the pixels; the chat model (maybe remote) must not
+    receive it, in the routing call or in the synthesis call's sources."""
+    from agent_fixtures import agent_settings, scripted, tool_call
+    from langchain_core.messages import AIMessage
+
+    from agent.assistant import Assistant
+    from agent.tools.toolbox import Toolbox
+    from litevlm.types import VisionResult
+
+    def reads_the_label(self, images, question, **kw):
+        text = "A chest radiograph labelled ZYXWVUT, QQQQ PIDqqq777 DOB 03/02/1961."
+        return [VisionResult(text=text, model_id="reader", prompt="caption en") for _ in images]
+
+    monkeypatch.setattr(Toolbox, "vision_batch", reads_the_label)
+    monkeypatch.setattr(Toolbox, "vision_backend", lambda self, *a, **k: None)
+    path = write_dicom(tmp_path / "ct.dcm")
+    model = scripted(
+        AIMessage("", tool_calls=[tool_call("vision", image="ct.dcm")]),
+        "The image is a chest radiograph [1].",
+    )
+    cfg = agent_settings(tmp_path, vision_model=tmp_path / "reader", similar_k=0)
+    with Assistant(cfg, chat_model=model) as assistant:
+        answer = assistant.ask("Describe this image.", [path])
+    sent = " ".join(str(m.content) for prompt in model.prompts for m in prompt)
+    assert len(model.prompts) == 2 and "chest radiograph" in sent, sent
+    for text in (sent, answer.model_dump_json()):
+        assert not leaks(text, _issue_identity(), "ZYXWVUT, QQQQ"), text
+        assert "777" not in text and "1961" not in text, text
