@@ -66,9 +66,19 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf  # exact (erf) GELU, as BERT's "gelu"
+    """Exact (erf) GELU, as BERT's "gelu"."""
+    if x.size <= 1 << 18:
+        # a question or two: math.erf element by element takes milliseconds, and importing
+        # scipy.special (~0.4 s) would be most of routing's time
+        import math
 
-    return (0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
+        erf = np.frompyfunc(math.erf, 1, 1)
+        e = erf(x / np.float32(math.sqrt(2.0))).astype(np.float32)
+    else:
+        from scipy.special import erf as scipy_erf
+
+        e = scipy_erf(x / np.float32(np.sqrt(2.0)))
+    return (0.5 * x * (1.0 + e)).astype(np.float32)
 
 
 class NumpyBertEncoder:
@@ -95,7 +105,7 @@ class NumpyBertEncoder:
         # max_seq_length, whatever tokenizer.json's own (fixed 128) settings say
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_seq_length)
-        self.weights = {k: v.astype(np.float32) for k, v in load_file(weights).items()}
+        self.weights = {k: v.astype(np.float32, copy=False) for k, v in load_file(weights).items()}
         self.dim = int(self.config["hidden_size"])
 
     def _w(self, name: str) -> np.ndarray:
