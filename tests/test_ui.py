@@ -85,6 +85,44 @@ def test_sqlite_layer_creates_its_schema_and_round_trips_a_thread(tmp_path):
     assert [t["id"] for t in listed] == ["t-1"]
 
 
+def test_thread_list_is_chainlits_page_without_reading_steps_and_the_database_uses_wal(tmp_path):
+    from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+    from chainlit.types import Pagination, ThreadFilter
+
+    layer = LiteVLMDataLayer.from_settings(load_settings(data_dir=tmp_path))
+
+    async def run():
+        ids = await _fill(layer)
+        for i in range(4):  # later activity: listed first
+            thread = f"t-{i + 2}"
+            await layer.update_thread(thread, name=f"thread {i}", user_id=ids["user_id"])
+            step = {"threadId": thread, "streaming": False, "createdAt": f"2026-02-0{i + 1}"}
+            await layer.create_step({**step, "id": f"s{i}", "name": "q", "type": "user_message"})
+        pages = {}
+        for name, lister in (
+            ("ours", layer.list_threads),
+            ("chainlit", lambda p, f: SQLAlchemyDataLayer.list_threads(layer, p, f)),
+        ):
+            first = await lister(Pagination(first=3), ThreadFilter(userId=ids["user_id"]))
+            cursor = first.pageInfo.endCursor
+            rest = await lister(
+                Pagination(first=3, cursor=cursor), ThreadFilter(userId=ids["user_id"])
+            )
+            pages[name] = (first, rest)
+        mode = await layer.execute_sql("PRAGMA journal_mode", {})
+        await layer.close()
+        return pages, mode
+
+    pages, mode = asyncio.run(run())
+    for ours, theirs in zip(pages["ours"], pages["chainlit"], strict=True):
+        assert [t["id"] for t in ours.data] == [t["id"] for t in theirs.data]
+        assert [t["name"] for t in ours.data] == [t["name"] for t in theirs.data]
+        assert ours.pageInfo == theirs.pageInfo
+    assert [t["id"] for t in pages["ours"][0].data] == ["t-5", "t-4", "t-3"]
+    assert pages["ours"][1].data[-1]["metadata"]["images"][0]["name"] == "cell.png"
+    assert mode[0]["journal_mode"] == "wal"
+
+
 def test_feedback_export_cli_writes_one_row_per_rating_with_the_models(tmp_path):
     settings = load_settings(data_dir=tmp_path)
     layer = LiteVLMDataLayer.from_settings(settings)
