@@ -15,8 +15,13 @@ literature fixture server.
 3. Baseline, same run: the agent's own time for each of those turns (``Answer.timings.total``,
    read from the UI's database). Browser time minus agent time is what the UI adds (socket,
    rendering, persistence, the upload's loading and preview).
+4. With ``--baseline REV``: the same measures against the app of another git revision (its
+   whole tree, exported to a temporary folder), served beside this one in the same run, the
+   warm turns interleaved (this, baseline, this, ...) so that both see the same load; the
+   table gives the UI's share of both and their ratio.
 
     .venv/bin/python benchmarks/ui.py            # prints a table, writes results/ui.json
+    .venv/bin/python benchmarks/ui.py --repeats 5 --baseline main
     .venv/bin/python benchmarks/ui.py --repeats 5 --model google/paligemma-3b-mix-224
 """
 
@@ -28,6 +33,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,10 +105,68 @@ def agent_totals(db: Path) -> list[float]:
     return [json.loads(r[0])["timings"].get("total", float("nan")) for r in rows]
 
 
+def export_revision(rev: str, dest: Path) -> Path:
+    """The tree of git revision ``rev`` in ``dest`` (for a baseline server)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def run_turns(pages: dict[str, Any], urls: dict[str, str], repeats: int, image: Path) -> dict:
+    """Page loads and turns on each server, interleaved; the measures of each, by label."""
+    out: dict[str, dict[str, Any]] = {k: {"warm_loads": [], "warm": []} for k in pages}
+    for k, page in pages.items():
+        out[k]["cold_load"] = page_load(page, urls[k])
+    for _ in range(repeats):
+        for k, page in pages.items():
+            out[k]["warm_loads"].append(page_load(page, urls[k]))
+    for k, page in pages.items():
+        out[k]["cold"] = timed_turn(page, urls[k], QUESTION, image)
+    for _ in range(repeats):
+        for k, page in pages.items():
+            out[k]["warm"].append(timed_turn(page, urls[k], QUESTION, image))
+    for k, page in pages.items():
+        out[k]["lit"] = timed_turn(page, urls[k], LIT_QUESTION, None)
+    return out
+
+
+def summarise(m: dict[str, Any], db: Path) -> dict[str, Any]:
+    """Add the agent's own time to each turn; the rows of the table."""
+    cold, warm, lit_turn = m["cold"], m["warm"], m["lit"]
+    for turn, total in zip([cold, *warm, lit_turn], agent_totals(db), strict=False):
+        turn["agent_s"] = total
+        turn["ui_overhead_s"] = turn["answer_s"] - total
+
+    def med(rows: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    m["rows"] = [
+        ("page load, cold", m["cold_load"], None),
+        ("page load, warm (median)", statistics.median(m["warm_loads"]), None),
+        ("upload + preview of cell.png (warm median)", med(warm, "upload_s"), None),
+        ("cold turn: first token", cold["first_token_s"], None),
+        ("cold turn: finished answer", cold["answer_s"], cold.get("agent_s")),
+        ("warm turn: first token (median)", med(warm, "first_token_s"), None),
+        ("warm turn: finished answer (median)", med(warm, "answer_s"), med(warm, "agent_s")),
+        ("warm turn: UI's share (median of turns)", med(warm, "ui_overhead_s"), None),
+        ("literature turn: first token", lit_turn["first_token_s"], None),
+        ("literature turn: finished answer", lit_turn["answer_s"], lit_turn.get("agent_s")),
+    ]
+    m["agent_share_warm"] = med(warm, "agent_s") / med(warm, "answer_s")
+    m["agent_share_cold"] = cold["agent_s"] / cold["answer_s"]
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="warm turns and page reloads")
     ap.add_argument("--model", default=None, help="vision model (default: tiny, built here)")
+    ap.add_argument(
+        "--baseline", default=None, help="git revision to serve beside this tree and compare"
+    )
     args = ap.parse_args()
 
     from agent_fixtures import build_case_index
@@ -123,80 +187,89 @@ def main() -> None:
         retrieval={"uri": str(tmp / "lancedb"), "embedder": "classical:color-texture-v1"},
     )
     build_case_index(tmp / "cases", settings)
+    trees = {"this tree": ROOT}
+    if args.baseline:
+        trees[f"baseline {args.baseline}"] = export_revision(args.baseline, tmp / "baseline")
 
     with serve_fixtures() as lit:
         env = agent_env(Path(model), lit.config(sources=["pubmed", "arxiv"]), tmp / "lancedb")
         if args.model:
             env["LITEVLM_VISION__LOCAL_FILES_ONLY"] = "false"
-        t0 = time.perf_counter()
-        server = UIServer(tmp / "ui-data", env).start()
-        server_start_s = time.perf_counter() - t0
+        servers: dict[str, Any] = {}
+        start_s: dict[str, float] = {}
         try:
+            for i, (label, tree) in enumerate(trees.items()):
+                t0 = time.perf_counter()
+                tree_env = {**env, "PYTHONPATH": str(tree)}
+                servers[label] = UIServer(tmp / f"ui-data-{i}", tree_env, repo=tree).start()
+                start_s[label] = time.perf_counter() - t0
             with sync_playwright() as p:
                 browser = launch_chromium(p)
-                page = browser.new_page(viewport={"width": 1280, "height": 1000})
-                cold_load = page_load(page, server.url)
-                warm_loads = [page_load(page, server.url) for _ in range(args.repeats)]
-                cold = timed_turn(page, server.url, QUESTION, samples["cell"])
-                warm = [
-                    timed_turn(page, server.url, QUESTION, samples["cell"])
-                    for _ in range(args.repeats)
-                ]
-                lit_turn = timed_turn(page, server.url, LIT_QUESTION, None)
+                pages = {
+                    k: browser.new_page(viewport={"width": 1280, "height": 1000}) for k in servers
+                }
+                urls = {k: s.url for k, s in servers.items()}
+                measures = run_turns(pages, urls, args.repeats, samples["cell"])
                 browser.close()
         finally:
-            server.stop()
-    totals = agent_totals(tmp / "ui-data" / "ui" / "chainlit.db")
-    turns = [cold, *warm, lit_turn]
-    for turn, total in zip(turns, totals, strict=False):
-        turn["agent_s"] = total
-        turn["ui_overhead_s"] = turn["answer_s"] - total
+            for server in servers.values():
+                server.stop()
+    for i, label in enumerate(trees):
+        measures[label]["server_start_s"] = start_s[label]
+        summarise(measures[label], tmp / f"ui-data-{i}" / "ui" / "chainlit.db")
 
-    def med(rows: list[dict[str, float]], key: str) -> float:
-        return statistics.median(r[key] for r in rows)
-
-    table = [
-        ("server start (litevlm chat -> /health)", server_start_s, None),
-        ("page load, cold", cold_load, None),
-        ("page load, warm (median)", statistics.median(warm_loads), None),
-        ("upload + preview of cell.png (warm median)", med(warm, "upload_s"), None),
-        ("cold turn: first token", cold["first_token_s"], None),
-        ("cold turn: finished answer", cold["answer_s"], cold.get("agent_s")),
-        ("warm turn: first token (median)", med(warm, "first_token_s"), None),
-        ("warm turn: finished answer (median)", med(warm, "answer_s"), med(warm, "agent_s")),
-        ("literature turn: first token", lit_turn["first_token_s"], None),
-        ("literature turn: finished answer", lit_turn["answer_s"], lit_turn.get("agent_s")),
-    ]
+    labels = list(trees)
     print(f"\nUI benchmark ({platform.node()}, {os.cpu_count()} CPUs, model {model})")
-    print(f"{'measure':46} {'browser ms':>11} {'agent ms':>9} {'UI adds':>8}")
-    for name, value, agent in table:
-        extra = f"{ms(agent):>9} {ms(value - agent):>8}" if agent is not None else ""
-        print(f"{name:46} {ms(value):>11} {extra}")
-    warm_share = med(warm, "agent_s") / med(warm, "answer_s")
-    cold_share = cold["agent_s"] / cold["answer_s"]
-    print(
-        f"\nagent share of the finished answer: cold {cold_share:.0%}, warm {warm_share:.0%} "
-        f"(the rest is the UI: socket, rendering, persistence)"
-    )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "machine": {"node": platform.node(), "cpus": os.cpu_count()},
-                "model": model,
-                "repeats": args.repeats,
-                "server_start_s": server_start_s,
-                "page_load_cold_s": cold_load,
-                "page_load_warm_s": warm_loads,
-                "cold_turn": cold,
-                "warm_turns": warm,
-                "literature_turn": lit_turn,
-                "agent_share_cold": cold_share,
-                "agent_share_warm": warm_share,
-            },
-            indent=2,
+    header = f"{'measure':46} {'browser ms':>11} {'agent ms':>9} {'UI adds':>8}"
+    if len(labels) > 1:
+        header += f" {'baseline':>9} {'UI adds':>8} {'ratio':>6}"
+    print(header)
+    this = measures[labels[0]]
+    base = measures[labels[1]] if len(labels) > 1 else None
+    print(f"{'server start (litevlm chat -> /health)':46} {ms(this['server_start_s']):>11}")
+    for j, (name, value, agent) in enumerate(this["rows"]):
+        line = f"{name:46} {ms(value):>11}"
+        ui_adds = value - agent if agent is not None else None
+        line += f" {ms(agent):>9} {ms(ui_adds):>8}" if ui_adds is not None else " " * 19
+        if base is not None:
+            b_value, b_agent = base["rows"][j][1], base["rows"][j][2]
+            b_ui = b_value - b_agent if b_agent is not None else None
+            line += f" {ms(b_value):>9}"
+            line += f" {ms(b_ui):>8} {b_ui / ui_adds:>5.1f}x" if ui_adds else f" {'':8}"
+            if not ui_adds and "share" in name:
+                line += f" {b_value / value:>5.1f}x"
+        print(line.rstrip())
+    for label in labels:
+        m = measures[label]
+        print(
+            f"{label}: agent share of the finished answer: cold {m['agent_share_cold']:.0%}, "
+            f"warm {m['agent_share_warm']:.0%} (the rest is the UI: socket, rendering, "
+            "persistence)"
         )
-    )
+
+    def record(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "server_start_s": m["server_start_s"],
+            "page_load_cold_s": m["cold_load"],
+            "page_load_warm_s": m["warm_loads"],
+            "cold_turn": m["cold"],
+            "warm_turns": m["warm"],
+            "literature_turn": m["lit"],
+            "ui_share_warm_median_s": statistics.median(t["ui_overhead_s"] for t in m["warm"]),
+            "agent_share_cold": m["agent_share_cold"],
+            "agent_share_warm": m["agent_share_warm"],
+        }
+
+    result = {
+        "machine": {"node": platform.node(), "cpus": os.cpu_count()},
+        "model": model,
+        "repeats": args.repeats,
+        **record(this),
+    }
+    if base is not None:
+        result["baseline"] = {"revision": args.baseline, **record(base)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS}")
 
 

@@ -85,6 +85,44 @@ def test_sqlite_layer_creates_its_schema_and_round_trips_a_thread(tmp_path):
     assert [t["id"] for t in listed] == ["t-1"]
 
 
+def test_thread_list_is_chainlits_page_without_reading_steps_and_the_database_uses_wal(tmp_path):
+    from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+    from chainlit.types import Pagination, ThreadFilter
+
+    layer = LiteVLMDataLayer.from_settings(load_settings(data_dir=tmp_path))
+
+    async def run():
+        ids = await _fill(layer)
+        for i in range(4):  # later activity: listed first
+            thread = f"t-{i + 2}"
+            await layer.update_thread(thread, name=f"thread {i}", user_id=ids["user_id"])
+            step = {"threadId": thread, "streaming": False, "createdAt": f"2026-02-0{i + 1}"}
+            await layer.create_step({**step, "id": f"s{i}", "name": "q", "type": "user_message"})
+        pages = {}
+        for name, lister in (
+            ("ours", layer.list_threads),
+            ("chainlit", lambda p, f: SQLAlchemyDataLayer.list_threads(layer, p, f)),
+        ):
+            first = await lister(Pagination(first=3), ThreadFilter(userId=ids["user_id"]))
+            cursor = first.pageInfo.endCursor
+            rest = await lister(
+                Pagination(first=3, cursor=cursor), ThreadFilter(userId=ids["user_id"])
+            )
+            pages[name] = (first, rest)
+        mode = await layer.execute_sql("PRAGMA journal_mode", {})
+        await layer.close()
+        return pages, mode
+
+    pages, mode = asyncio.run(run())
+    for ours, theirs in zip(pages["ours"], pages["chainlit"], strict=True):
+        assert [t["id"] for t in ours.data] == [t["id"] for t in theirs.data]
+        assert [t["name"] for t in ours.data] == [t["name"] for t in theirs.data]
+        assert ours.pageInfo == theirs.pageInfo
+    assert [t["id"] for t in pages["ours"][0].data] == ["t-5", "t-4", "t-3"]
+    assert pages["ours"][1].data[-1]["metadata"]["images"][0]["name"] == "cell.png"
+    assert mode[0]["journal_mode"] == "wal"
+
+
 def test_feedback_export_cli_writes_one_row_per_rating_with_the_models(tmp_path):
     settings = load_settings(data_dir=tmp_path)
     layer = LiteVLMDataLayer.from_settings(settings)
@@ -266,3 +304,69 @@ def test_chat_help_lists_host_and_port():
         timeout=120,
     )
     assert res.returncode == 0 and "--host" in res.stdout and "--port" in res.stdout
+
+
+def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(monkeypatch):
+    """ui/stream.py: what the browser is sent for a turn's steps and streamed text."""
+    from types import SimpleNamespace
+
+    import chainlit as cl
+    from chainlit.context import init_http_context
+
+    from ui import stream
+
+    sent: list[tuple[str, str]] = []
+
+    async def send(self):
+        sent.append(("send", self.name))
+        return self
+
+    async def update(self):
+        sent.append(("update", self.name))
+        return True
+
+    async def stream_token(self, token, is_sequence=False):
+        sent.append(("token", token))
+        self.content += token
+
+    monkeypatch.setattr(cl.Step, "send", send)
+    monkeypatch.setattr(cl.Step, "update", update)
+    monkeypatch.setattr(cl.Message, "stream_token", stream_token)
+
+    def ev(name, **kw):
+        return SimpleNamespace(name=name, input={"q": 1}, output={"n": 2}, elapsed_s=0.01, **kw)
+
+    async def run():
+        init_http_context()
+        steps = stream.TurnSteps("run", show_after_s=0.05)
+        steps.start(ev("route"))
+        await steps.end(ev("route"))  # before it was shown: one message, with its output
+        steps.start(ev("vision"))
+        steps.start(ev("measure"))  # never ends: closed with the turn
+        await asyncio.sleep(0.15)  # shown while running, then updated
+        await steps.end(ev("vision"))
+        await steps.close()
+        msg = cl.Message(content="")
+        tokens = stream.Tokens(msg, flush_after_s=0.05)
+        for line in ("Seven ", "cells ", "[1]."):
+            tokens.add(line)
+        text_now = await tokens.finish()  # the answer came: nothing streamed, all in content
+        slow = stream.Tokens(cl.Message(content=""), flush_after_s=0.01)
+        slow.add("a")
+        await asyncio.sleep(0.05)
+        slow.add("b")
+        slow.add("c")
+        await asyncio.sleep(0.05)
+        return text_now, await slow.finish()
+
+    text_now, slow_text = asyncio.run(run())
+    assert text_now == "Seven cells [1]." and slow_text == "abc"
+    steps_sent = [s for s in sent if s[0] != "token"]
+    assert steps_sent == [
+        ("send", "route · 0.01 s"),
+        ("send", "vision"),
+        ("send", "measure"),
+        ("update", "vision · 0.01 s"),
+        ("update", "measure"),
+    ]
+    assert [s for s in sent if s[0] == "token"] == [("token", "a"), ("token", "bc")]

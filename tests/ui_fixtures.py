@@ -41,8 +41,15 @@ def free_port() -> int:
 class UIServer:
     """``litevlm chat`` in a subprocess; ``start()`` returns once ``/health`` answers."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        repo: Path = REPO,
+    ):
         self.data_dir = data_dir
+        self.repo = repo  # whose code it runs (``python -m`` puts the working directory first)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or {}
@@ -57,7 +64,7 @@ class UIServer:
         out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         cmd = [sys.executable, "-m", "litevlm", "chat", "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            [*cmd, "--port", str(self.port)], cwd=REPO, env=env, stdout=out, stderr=out
+            [*cmd, "--port", str(self.port)], cwd=self.repo, env=env, stdout=out, stderr=out
         )
         out.close()
         deadline = time.monotonic() + timeout_s

@@ -23,12 +23,11 @@ from typing import Any
 
 import chainlit as cl
 from chainlit.input_widget import Select, Slider, Switch, TextInput
-from chainlit.utils import utc_now
 
 from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
-from ui import auth, render, security
+from ui import auth, render, security, stream
 from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, is_session_upload, ui_dir
 
 log = logging.getLogger("litevlm.ui")
@@ -54,6 +53,9 @@ class AppState:
         self.uploads = ui_dir(settings) / "uploads"
         self._assistant: Any = None
         self._lock = asyncio.Lock()
+        # Each thread's latest metadata write (ui/app.py: _remember), awaited before its turn
+        # ends.
+        self.writes: dict[str, asyncio.Task] = {}
 
     def _build_assistant(self) -> Any:
         module, _, name = self.settings.ui.assistant.partition(":")
@@ -267,9 +269,7 @@ def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict,
         shutil.move(src, stored)
     try:
         loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
-        preview = loaded.image.copy()
-        preview.thumbnail((1024, 1024))
-        preview.save(preview_path)
+        render.save_preview(loaded.image, preview_path)
     except BaseException:
         for p in (stored, preview_path, src):
             if p == src and not is_session_upload(p):
@@ -350,12 +350,34 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
 
 async def _remember(images: list[dict], pending: list[int]) -> None:
     """Keep the thread's images and those the assistant has not seen yet, in the session and
-    in the thread's metadata (Chainlit writes the session only on disconnect)."""
+    in the thread's metadata (Chainlit writes the session only on disconnect).
+
+    The write runs beside the turn, not before it, one after the other per thread;
+    ``_on_message`` waits for it before the turn ends, so nothing is lost.
+    """
     cl.user_session.set("images", images)
     cl.user_session.set("pending", pending)
-    await STATE.data_layer.update_thread(
-        cl.context.session.thread_id, metadata={"images": images, "pending": pending}
-    )
+    thread_id = cl.context.session.thread_id
+    previous = STATE.writes.get(thread_id)
+    metadata = {"images": list(images), "pending": list(pending)}
+
+    async def write() -> None:
+        if previous is not None:
+            await previous
+        await STATE.data_layer.update_thread(thread_id, metadata=metadata)
+
+    STATE.writes[thread_id] = asyncio.create_task(write())
+
+
+async def _written() -> None:
+    """Wait for this thread's metadata writes (``_remember``)."""
+    task = STATE.writes.get(cl.context.session.thread_id)
+    if task is not None:
+        try:
+            await task
+        finally:
+            if STATE.writes.get(cl.context.session.thread_id) is task:
+                del STATE.writes[cl.context.session.thread_id]
 
 
 def _hint(e: LiteVLMError) -> str:
@@ -371,6 +393,13 @@ async def _notice(text: str) -> None:
 
 @cl.on_message
 async def _on_message(message: cl.Message) -> None:
+    try:
+        await _turn(message)
+    finally:
+        await _written()
+
+
+async def _turn(message: cl.Message) -> None:
     images: list[dict] = list(cl.user_session.get("images") or [])
     added = await _accept_uploads(list(message.elements or []), images)
     question = (message.content or "").strip()
@@ -398,26 +427,28 @@ async def _answer(question: str, images: list[dict]) -> None:
     try:
         assistant = await STATE.assistant()
         options = _options_for(assistant)
-        steps: dict[str, cl.Step] = {}
+        # Few socket messages per turn: each one costs the browser a re-render (ui/stream.py).
+        steps = stream.TurnSteps(_run_id())
+        tokens = stream.Tokens(msg)
         answer = None
         errors: list[str] = []
-        async for ev in assistant.astream(
-            question, images=paths, thread_id=thread_id, options=options
-        ):
-            if ev.type == "step_start":
-                steps[ev.name] = await _open_step(ev)
-            elif ev.type == "step_end":
-                await _close_step(steps.pop(ev.name, None), ev)
-            elif ev.type == "token":
-                msg.created_at = msg.created_at or utc_now()
-                await msg.stream_token(ev.text)
-            elif ev.type == "answer":
-                answer = ev.answer
-            elif ev.type == "error":
-                errors.append(ev.text or ev.name)
-        for step in steps.values():  # a tool that never reported its end
-            step.end = utc_now()
-            await step.update()
+        try:
+            async for ev in assistant.astream(
+                question, images=paths, thread_id=thread_id, options=options
+            ):
+                if ev.type == "step_start":
+                    steps.start(ev)
+                elif ev.type == "step_end":
+                    await steps.end(ev)
+                elif ev.type == "token":
+                    tokens.add(ev.text)
+                elif ev.type == "answer":
+                    answer = ev.answer
+                elif ev.type == "error":
+                    errors.append(ev.text or ev.name)
+        finally:
+            await tokens.finish()
+            await steps.close()  # a tool that never reported its end
     except LiteVLMError as e:
         msg.content = f"⚠ The assistant could not answer: {e}"
         await _finish(msg)
@@ -474,24 +505,3 @@ def _run_id() -> str | None:
     # or the chat shows them after the answer.
     run = cl.context.current_step
     return run.id if run else None
-
-
-async def _open_step(ev: Any) -> cl.Step:
-    step = cl.Step(name=ev.name, type="tool", parent_id=_run_id(), show_input="json")
-    step.input = render.step_text(ev.input) if ev.input is not None else ""
-    step.start = utc_now()
-    await step.send()
-    return step
-
-
-async def _close_step(step: cl.Step | None, ev: Any) -> None:
-    if step is None:
-        step = cl.Step(name=ev.name, type="tool", parent_id=_run_id())
-        step.start = utc_now()
-    step.output = render.step_text(ev.output)
-    step.language = None if isinstance(ev.output, str) else "json"
-    if ev.elapsed_s is not None:
-        step.metadata = {"elapsed_s": round(ev.elapsed_s, 3)}
-        step.name = f"{ev.name} · {ev.elapsed_s:.2f} s"
-    step.end = utc_now()
-    await step.update()

@@ -1,0 +1,134 @@
+"""A turn's agent events in the chat, in as few socket messages as the display allows.
+
+Every message the app emits (a step opened, a step closed, a streamed token) makes the browser
+re-render the chat. On a loaded machine each costs it tens of milliseconds and they queue: a
+warm turn's forty-odd messages kept the finished answer from the screen for about a second
+after the server had sent it (``benchmarks/ui.py``). So:
+
+- a tool step is shown once it has run ``STEP_SHOW_S``, or when it ends: a fast step (route,
+  header, verify) is one message that carries its input, output and time, not two;
+- streamed tokens go out at most every ``TOKEN_FLUSH_S``. The agent streams only verified text,
+  all at once after verify, so its answer reaches the browser as one message, with its sources.
+
+What is shown and stored is the same as before: every step with its input, output and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import chainlit as cl
+from chainlit.utils import utc_now
+
+from ui import render
+
+# Below what a person notices as a delay; above what the fast steps take.
+STEP_SHOW_S = 0.25
+TOKEN_FLUSH_S = 0.1
+
+
+class _Open:
+    """A step that has started: shown by ``task`` once its timer fires."""
+
+    def __init__(self, step: cl.Step, show_after_s: float) -> None:
+        self.step = step
+        self.task: asyncio.Task | None = None
+        self.timer = asyncio.get_running_loop().call_later(show_after_s, self._show)
+
+    def _show(self) -> None:
+        self.task = asyncio.create_task(self.step.send())
+
+
+class TurnSteps:
+    """The tool steps of one turn, nested in Chainlit's run step ``parent_id``."""
+
+    def __init__(self, parent_id: str | None, show_after_s: float = STEP_SHOW_S) -> None:
+        self.parent_id = parent_id
+        self.show_after_s = show_after_s
+        # Steps by name, oldest first: one tool may run on two images at once.
+        self._open: dict[str, list[_Open]] = {}
+
+    def start(self, ev: Any) -> None:
+        step = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id, show_input="json")
+        step.input = render.step_text(ev.input) if ev.input is not None else ""
+        step.start = utc_now()
+        self._open.setdefault(ev.name, []).append(_Open(step, self.show_after_s))
+
+    async def _take(self, name: str) -> tuple[cl.Step | None, bool]:
+        """The step's object and whether the browser has it, once its timer cannot fire."""
+        entries = self._open.get(name)
+        if not entries:
+            return None, False
+        entry = entries.pop(0)
+        if not entries:
+            del self._open[name]
+        entry.timer.cancel()
+        if entry.task is not None:
+            await entry.task
+        return entry.step, entry.task is not None
+
+    async def end(self, ev: Any) -> None:
+        step, shown = await self._take(ev.name)
+        if step is None:  # an end without a start
+            step = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id)
+            step.start = utc_now()
+        step.output = render.step_text(ev.output)
+        step.language = None if isinstance(ev.output, str) else "json"
+        if ev.elapsed_s is not None:
+            step.metadata = {"elapsed_s": round(ev.elapsed_s, 3)}
+            step.name = f"{ev.name} · {ev.elapsed_s:.2f} s"
+        step.end = utc_now()
+        await (step.update() if shown else step.send())
+
+    async def close(self) -> None:
+        """End the steps that never reported their end (a tool that failed mid-way)."""
+        while self._open:
+            step, shown = await self._take(next(iter(self._open)))
+            if step is not None:
+                step.end = utc_now()
+                await (step.update() if shown else step.send())
+
+
+class Tokens:
+    """Streamed text for ``msg``, sent in batches at most every ``flush_after_s``."""
+
+    def __init__(self, msg: cl.Message, flush_after_s: float = TOKEN_FLUSH_S) -> None:
+        self.msg = msg
+        self.flush_after_s = flush_after_s
+        self._buffer: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+
+    def add(self, text: str) -> None:
+        self._buffer.append(text)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.flush_after_s, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        previous = self._task
+
+        async def flush() -> None:
+            if previous is not None:
+                await previous
+            text, self._buffer = "".join(self._buffer), []
+            if text:
+                self.msg.created_at = self.msg.created_at or utc_now()
+                await self.msg.stream_token(text)
+
+        self._task = asyncio.create_task(flush())
+
+    async def finish(self) -> str:
+        """Stop streaming; the text not sent yet is added to ``msg.content`` (unsent), so
+        that the final send or update carries it. Returns the whole text."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self.msg.content = (self.msg.content or "") + "".join(self._buffer)
+        self._buffer = []
+        return self.msg.content
