@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= ui,weaviate,dev,openai,llm,postgres
+EXTRAS ?= ui,weaviate,dev,openai,llm,postgres,cellpose
 OUT    ?= artifacts/demo
 
 .PHONY: venv demo test lint format bench clean
@@ -12,7 +12,7 @@ OUT    ?= artifacts/demo
 venv: $(VENV)/.installed
 
 # constraints.txt is the lock: every install resolves to the same versions.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
