@@ -28,7 +28,7 @@ from chainlit.utils import utc_now
 from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
-from ui import auth, render, security, slides
+from ui import attention, auth, render, security, slides
 from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, is_session_upload, ui_dir
 
 log = logging.getLogger("litevlm.ui")
@@ -160,6 +160,11 @@ def _add_security_middleware() -> None:
 
 
 _add_security_middleware()
+attention.register(
+    STATE.assistant,
+    lambda: list(cl.user_session.get("images") or []),
+    STATE.settings.data_dir / "heatmaps" / "words",
+)
 
 
 # ---------------------------------------------------------------- settings panel
@@ -442,9 +447,11 @@ async def _answer(question: str, images: list[dict]) -> None:
         steps: dict[str, cl.Step] = {}
         answer = None
         errors: list[str] = []
+        vision_calls = attention.VisionCalls()
         async for ev in assistant.astream(
             question, images=paths, thread_id=thread_id, options=options
         ):
+            vision_calls.see(ev)
             if ev.type == "step_start":
                 steps[ev.name] = await _open_step(ev)
             elif ev.type == "step_end":
@@ -483,6 +490,7 @@ async def _answer(question: str, images: list[dict]) -> None:
         if Path(path).is_file()
     ]
     msg.elements += _measurement_downloads(answer.figures.values())
+    attention.offer(msg, vision_calls, images, STATE.settings.vision.backend)
     await _finish(msg)
 
 
