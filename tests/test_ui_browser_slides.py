@@ -1,9 +1,9 @@
 """Slides and per-word attention in the chat, in a real browser (Debian's Chromium, Playwright)
-against the real app with the real agent and the tiny vision model: the real CMU SVS uploaded,
-its thumbnail shown (never its label or macro), a region typed and one clicked, each with its
-density heat-map; then a question about the region and a word of the vision model's answer
-picked, its attention map shown with its attention-on-objects score. Screenshots go to
-``artifacts/tests/ui/``.
+against the real app with the real agent and a tiny vision model that emits text
+(``varied_paligemma``): the real CMU SVS uploaded, its thumbnail shown (never its label or
+macro), a region typed and one clicked, each with its density heat-map; then a question about
+the region and a word of the vision model's answer picked, its attention map shown with its
+attention-on-objects score. Screenshots go to ``artifacts/tests/ui/``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ui_fixtures import (
     send,
     wait_idle,
 )
+from vision_fixtures import varied_paligemma  # noqa: F401
 
 pytestmark = [
     pytest.mark.browser,
@@ -44,7 +45,7 @@ SVS_IDENTIFIERS = ("b414003d-95c6-48b0-9369-8010ed517ba7", "CMU-1", "12/29/09", 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_paligemma):
+def server(tmp_path_factory, varied_paligemma):  # noqa: F811
     from agent_fixtures import build_case_index
 
     from litevlm.config import load_settings
@@ -57,7 +58,7 @@ def server(tmp_path_factory, tiny_paligemma):
     build_case_index(root / "cases", settings)
     with serve_fixtures() as lit:
         env = agent_env(
-            tiny_paligemma, lit.config(sources=["pubmed"]), Path(settings.retrieval.uri)
+            varied_paligemma, lit.config(sources=["pubmed"]), Path(settings.retrieval.uri)
         )
         with UIServer(root / "app", env) as ui:
             yield ui
@@ -83,7 +84,7 @@ def test_slide_upload_thumbnail_typed_and_clicked_regions(page, cmu_svs, artifac
     shots = artifacts_dir / "ui"
     shots.mkdir(parents=True, exist_ok=True)
     assert attach(page, cmu_svs) == 200
-    n = send(page, "region 800,1200,1024,1024")  # the upload and a typed region together
+    n = send(page, "region 800,1200,512,512")  # the upload and a typed region together
     wait_idle(page, n, timeout_ms=LOADED_MS)
     expect(page.get_by_text("Slide 1: cmu_small_region.svs")).to_be_visible()
     thumb = page.locator("img[alt='slide thumbnail']")
@@ -92,7 +93,7 @@ def test_slide_upload_thumbnail_typed_and_clicked_regions(page, cmu_svs, artifac
     # The thumbnail has the slide's shape (2220 x 2967), not the label's or the macro's.
     w, h = thumb.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     assert abs(w / h - 2220 / 2967) < 0.01
-    expect(page.get_by_text("Region 800,1200,1024,1024 of slide 1")).to_be_visible()
+    expect(page.get_by_text("Region 800,1200,512,512 of slide 1")).to_be_visible()
     assert _img_ok(page.locator(f"{ASSISTANT} img[alt='heatmap']"))
     assert "per mm²" in page.locator(ASSISTANT).last.inner_text()
     page.screenshot(path=shots / "20-slide-typed-region.png")
@@ -111,7 +112,7 @@ def test_slide_upload_thumbnail_typed_and_clicked_regions(page, cmu_svs, artifac
 
 
 def test_question_on_the_region_and_a_word_of_the_answer(page, artifacts_dir):
-    n = send(page, "Describe this region.")
+    n = send(page, "What stain is this?")  # header and vision only: quick
     wait_idle(page, n, timeout_ms=LOADED_MS)
     assert page.locator("[id^='step-vision']").count() >= 1
     open_words = page.get_by_role("button", name="Where did the model look, per word?")
