@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 from slide_fixtures import DICOM_WSI, cmu_svs  # noqa: F401
+from vision_fixtures import varied_paligemma  # noqa: F401
 
 from litevlm.config import load_settings
 from litevlm.errors import ImageLoadError
@@ -57,7 +58,7 @@ def test_a_region_outside_the_slide_is_one_line(cmu_svs, tmp_path):  # noqa: F81
     settings = load_settings(data_dir=tmp_path)
     with pytest.raises(ImageLoadError, match="outside the slide"):
         slides.measure_region(cmu_svs, "2000,2900,512,512", tmp_path, "r", settings)
-    with pytest.raises(ValueError, match="x,y,w,h"):
+    with pytest.raises(ValueError, match="no area"):
         slides.measure_region(cmu_svs, "1,2,0,5", tmp_path, "r", settings)
 
 
@@ -101,20 +102,35 @@ def test_the_per_word_action_names_the_image_and_the_vision_call():
     assert action.payload["image"] == 2 and action.payload["question"] == "Is it dense?"
 
 
-def test_word_attention_is_what_explain_reports(tiny_paligemma):
+def test_word_attention_is_what_explain_reports(varied_paligemma, cmu_svs):  # noqa: F811
     """The UI's word map is tools.explain's: the word's tokens, scored on the objects."""
-    from skimage import data
-
     from tools.explain import attention_map, object_mask, objects_sentence, word_attention
     from tools.vision import VisionModel
 
-    vm = VisionModel(model=str(tiny_paligemma), device="cpu", dtype="float32")
-    image = Image.fromarray(data.cell()).convert("RGB")
+    vm = VisionModel(model=str(varied_paligemma), device="cpu", dtype="float32")
+    image = load_image(cmu_svs).image  # the slide's thumbnail, as the chat gives it
     full = attention_map(vm, image, "What is shown in this image?", max_new_tokens=6)
     mask, n = object_mask(image)
     amap, score = word_attention(full, None, mask, n)
     assert amap is full and score is not None
     assert "attention on objects" in objects_sentence(score.as_dict())
-    for w in attention.content_words(full.words())[:1]:
-        amap, score = word_attention(full, w, mask, n)
-        assert amap.word == w and 0 <= score.on_objects <= 1
+    (w, *_) = attention.content_words(full.words())  # this model's answer has words
+    amap, score = word_attention(full, w, mask, n)
+    assert amap.word == w and 0 <= score.on_objects <= 1 and amap.grid.shape == full.grid.shape
+
+
+def test_a_region_replaces_its_slide_in_what_the_assistant_is_given_next():
+    images = [
+        {"n": 1, "name": "a.png"},
+        {"n": 2, "name": "s.svs", "slide": True},
+        {"n": 3, "name": "s.svs region 0,0,9,9", "region_of": 2},
+    ]
+    new = {"n": 4, "name": "s.svs region 5,5,9,9", "region_of": 2}
+    assert slides.pending_with_region([*images, new], [1, 2, 3], new) == [1, 4]
+    assert slides.latest_slide(images)["n"] == 2
+
+
+def test_slide_metadata_is_flat_rows(cmu_svs):  # noqa: F811
+    rows = slides.slide_metadata(load_image(cmu_svs).metadata)
+    assert rows["size (level 0)"] == "2220 x 2967 px" and rows["pixel size"] == "0.499 µm/px"
+    assert rows["objective"] == "20x" and rows["pyramid levels"].startswith("0: 2220 x 2967")

@@ -363,7 +363,7 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
         added.append(n)
         meta = dict(loaded.metadata)
         if slides.is_slide(loaded):
-            await slides.show_slide(record, loaded, name, render.metadata_table(meta))
+            await slides.show_slide(record, loaded, name, render.metadata_table)
             continue
         table = f"metadata-{n}"
         text = render.image_summary(name, n, loaded.modality, loaded.size, meta)
@@ -418,7 +418,8 @@ async def _on_message(message: cl.Message) -> None:
             await _notice(got)
             return
         images.append(got)
-        await _remember(images, [*(cl.user_session.get("pending") or []), got["n"]])
+        pending = slides.pending_with_region(images, cl.user_session.get("pending") or [], got)
+        await _remember(images, pending)
         question = command[1]
         if not question:
             return

@@ -15,6 +15,7 @@ import base64
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ def is_slide(loaded: LoadedImage) -> bool:
 def latest_slide(images: list[dict]) -> dict | None:
     """The thread's most recent slide record (regions are images of their own, not slides)."""
     return next((im for im in reversed(images) if im.get("slide")), None)
+
+
+def pending_with_region(images: list[dict], pending: list[int], region: dict) -> list[int]:
+    """The images the assistant is given next: the new region instead of its slide and of the
+    slide's earlier regions not asked about yet (the questions apply to the region)."""
+    same = {region["region_of"]} | {
+        im["n"] for im in images if im.get("region_of") == region["region_of"]
+    }
+    return [n for n in pending if n not in same] + [region["n"]]
 
 
 def slide_summary(name: str, n: int, info: dict[str, Any]) -> str:
@@ -161,17 +171,37 @@ def region_text(result: Any, w: int, h: int, mpp: float | None, ds: float) -> st
     what = {"nuclei": "nuclei", "cells": "cells"}.get(result.kind, "nuclei")
     line = f"{result.count} {what} counted on {result.tiles_measured} tiles"
     if result.tissue_mm2:
-        line += f", {result.tissue_mm2:.3f} mm² of tissue: {result.density_per_mm2:g} per mm²"
+        line += f", {result.tissue_mm2:.3f} mm² of tissue: {result.density_per_mm2:,.0f} per mm²"
     if result.area_um2.get("median"):
         line += f"; median nuclear area {result.area_um2['median']:g} µm²"
-    parts = [f"region {size}", line]
+    parts = [size, line]
     if ds > 1:
         scale = f" ({mpp * ds:.2f} µm/px)" if mpp else ""
         parts.append(f"the questions see it downsampled {ds:.1f}x{scale}")
     text = "; ".join(parts) + "."
     if result.warnings:
         text += " " + " ".join(f"⚠ {w}" for w in result.warnings)
-    return text[0].upper() + text[1:]
+    return text
+
+
+def slide_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The slide's metadata as flat rows for the table beside the chat."""
+    info = meta.get("slide") or {}
+    rows: dict[str, Any] = {"format": info.get("format", meta.get("format"))}
+    rows["size (level 0)"] = f"{info.get('width')} x {info.get('height')} px"
+    if info.get("mpp"):
+        rows["pixel size"] = f"{info['mpp']} µm/px"
+        rows["physical size"] = f"{info['width_mm']} x {info['height_mm']} mm"
+    if info.get("objective_power"):
+        rows["objective"] = f"{info['objective_power']:g}x"
+    rows["pyramid levels"] = "; ".join(
+        f"{lv['level']}: {lv['width']} x {lv['height']} (/{lv['downsample']:g})"
+        for lv in info.get("levels") or []
+    )
+    if info.get("tile_size"):
+        rows["tile size"] = " x ".join(str(t) for t in info["tile_size"])
+    rows["thumbnail downsample"] = meta.get("thumbnail_downsample")
+    return rows
 
 
 # ---------------------------------------------------------------- the chat side (Chainlit)
@@ -201,17 +231,21 @@ def store_dicom_slide(sources: list[tuple[Path, str]], folder: Path) -> Path:
     return folder
 
 
-async def show_slide(record: dict, loaded: LoadedImage, name: str, metadata_table: str) -> None:
+async def show_slide(
+    record: dict, loaded: LoadedImage, name: str, table_of: Callable[[dict], str]
+) -> None:
     """The slide's message: summary, the clickable thumbnail, the metadata beside the chat."""
     import chainlit as cl
 
     n = record["n"]
     record["slide"] = True
+    meta = dict(loaded.metadata)
     table = f"metadata-{n}"
     text = slide_summary(name, n, loaded.metadata["slide"]) + f" De-identified metadata: {table}"
     elements = [
         cl.CustomElement(name=ELEMENT, props=thumbnail_props(loaded, n), display="inline"),
-        cl.Text(name=table, content=f"Metadata of slide {n} ({name})\n\n{metadata_table}",
+        cl.Text(name=table,
+                content=f"Metadata of slide {n} ({name})\n\n{table_of(slide_metadata(meta))}",
                 display="side"),
     ]  # fmt: skip
     await cl.Message(content=text, elements=elements, author="litevlm").send()
