@@ -20,13 +20,16 @@ from ui import attention, slides
 
 
 def test_region_command_is_parsed_with_an_optional_question():
-    assert slides.parse_command("region 800,1200,1024,1024") == ("800,1200,1024,1024", "")
-    assert slides.parse_command("Region: 1, 2, 30, 40@2 how many nuclei?") == (
-        "1,2,30,40@2",
-        "how many nuclei?",
+    cmd = slides.parse_command
+    assert cmd("region 800,1200,1024,1024") == slides.RegionCommand("800,1200,1024,1024")
+    assert cmd("Region: 1, 2, 30, 40@2 how many nuclei?") == slides.RegionCommand(
+        "1,2,30,40@2", "how many nuclei?"
     )
-    assert slides.parse_command("what region is this?") is None
-    assert slides.parse_command("region of interest") is None
+    assert cmd("region 5,6,7,8 of slide 3: is it dense?") == slides.RegionCommand(
+        "5,6,7,8", "is it dense?", 3
+    )
+    assert cmd("what region is this?") is None
+    assert cmd("region of interest") is None
 
 
 def test_slide_shows_its_thumbnail_only_with_its_scale(cmu_svs):  # noqa: F811
@@ -127,7 +130,7 @@ def test_a_region_replaces_its_slide_in_what_the_assistant_is_given_next():
     ]
     new = {"n": 4, "name": "s.svs region 5,5,9,9", "region_of": 2}
     assert slides.pending_with_region([*images, new], [1, 2, 3], new) == [1, 4]
-    assert slides.latest_slide(images)["n"] == 2
+    assert slides.latest_slide(images)["n"] == 2 and slides.latest_slide(images, 1) is None
 
 
 def test_slide_metadata_is_flat_rows(cmu_svs):  # noqa: F811

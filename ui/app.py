@@ -413,14 +413,14 @@ async def _on_message(message: cl.Message) -> None:
         return  # the question was about attachments that could not be used: said so above
     if command := slides.parse_command(question):  # typed, or a click on a slide thumbnail
         thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
-        got = await slides.choose_region(command[0], images, thread_dir, STATE.settings)
+        got = await slides.choose_region(command, images, thread_dir, STATE.settings)
         if isinstance(got, str):
             await _notice(got)
             return
         images.append(got)
         pending = slides.pending_with_region(images, cl.user_session.get("pending") or [], got)
         await _remember(images, pending)
-        question = command[1]
+        question = command.question
         if not question:
             return
     if not question:

@@ -29,26 +29,36 @@ THUMB_JPEG_PX = 768
 
 _COMMAND = re.compile(
     r"^\s*region\s*[:=]?\s*(?P<coords>-?\d+\s*,\s*-?\d+\s*,\s*\d+\s*,\s*\d+(?:\s*@\s*\d+)?)"
-    r"\s*[:;.,]?\s*(?P<question>.*)$",
+    r"(?:\s+(?:of|on|in)\s+slide\s+(?P<slide>\d+))?\s*[:;.,]?\s*(?P<question>.*)$",
     re.I | re.S,
 )
 
 
-def parse_command(text: str) -> tuple[str, str] | None:
-    """``"region x,y,w,h[@L] [question]"`` -> (coordinates, question); None for other text."""
+@dataclass(frozen=True)
+class RegionCommand:
+    coords: str  # x,y,w,h[@L]
+    question: str = ""
+    slide: int | None = None  # the slide's image number; None: the thread's latest slide
+
+
+def parse_command(text: str) -> RegionCommand | None:
+    """``"region x,y,w,h[@L] [of slide N] [question]"``; None for any other text."""
     m = _COMMAND.match(text or "")
     if not m:
         return None
-    return m.group("coords").replace(" ", ""), m.group("question").strip()
+    slide = int(m.group("slide")) if m.group("slide") else None
+    return RegionCommand(m.group("coords").replace(" ", ""), m.group("question").strip(), slide)
 
 
 def is_slide(loaded: LoadedImage) -> bool:
     return "slide" in loaded.metadata
 
 
-def latest_slide(images: list[dict]) -> dict | None:
-    """The thread's most recent slide record (regions are images of their own, not slides)."""
-    return next((im for im in reversed(images) if im.get("slide")), None)
+def latest_slide(images: list[dict], n: int | None = None) -> dict | None:
+    """The thread's slide number ``n``, or its most recent slide (regions are images of their
+    own, not slides)."""
+    found = (im for im in reversed(images) if im.get("slide") and n in (None, im["n"]))
+    return next(found, None)
 
 
 def pending_with_region(images: list[dict], pending: list[int], region: dict) -> list[int]:
@@ -252,9 +262,9 @@ async def show_slide(
 
 
 async def choose_region(
-    coords: str, images: list[dict], thread_dir: Path, settings: Any
+    command: RegionCommand, images: list[dict], thread_dir: Path, settings: Any
 ) -> dict | str:
-    """Measure a region of the thread's latest slide and show it; return the region's image
+    """Measure a region of a slide of the thread and show it; return the region's image
     record (the questions' image from now on), or the one line saying why not."""
     import asyncio
 
@@ -262,7 +272,10 @@ async def choose_region(
 
     from litevlm.errors import LiteVLMError
 
-    slide = latest_slide(images)
+    coords = command.coords
+    slide = latest_slide(images, command.slide)
+    if slide is None and command.slide is not None:
+        return f"There is no slide {command.slide} in this thread."
     if slide is None:
         return "There is no slide in this thread: upload one (SVS, OME-TIFF, DICOM WSI) first."
     n = max((im["n"] for im in images), default=0) + 1

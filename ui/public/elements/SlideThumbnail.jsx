@@ -1,5 +1,5 @@
 // A slide's thumbnail (never its label or macro image): a click picks a square region around
-// the point, a drag picks a box; either sends "region x,y,w,h" (level-0 pixels) as a message,
+// the point, a drag picks a box; either sends "region x,y,w,h of slide N" (level-0 pixels),
 // exactly what a user can type. Props (ui/slides.py): src, slide, width, height, box.
 import { useRef, useState } from "react";
 
@@ -36,7 +36,7 @@ export default function SlideThumbnail() {
     h = clamp(h, 1, props.height);
     x = clamp(x, 0, props.width - w);
     y = clamp(y, 0, props.height - h);
-    sendUserMessage(`region ${x},${y},${w},${h}`);
+    sendUserMessage(`region ${x},${y},${w},${h} of slide ${props.slide}`);
   };
 
   const box = start && end && {
