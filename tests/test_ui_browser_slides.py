@@ -131,3 +131,18 @@ def test_question_on_the_region_and_a_word_of_the_answer(page, artifacts_dir):
     page.screenshot(path=artifacts_dir / "ui" / "22-attention-per-word.png")
     body = page.inner_text("body")
     assert not [s for s in SVS_IDENTIFIERS if s in body]
+
+
+def test_dicom_wsi_instances_attached_together_are_one_slide(page, artifacts_dir):
+    from slide_fixtures import DICOM_WSI
+
+    files = sorted(DICOM_WSI.glob("*.dcm"))
+    with page.expect_response(lambda r: "/project/file" in r.url, timeout=LOADED_MS):
+        page.set_input_files("#upload-button-input", [str(f) for f in files])
+    n = send(page, "region 800,1200,512,512")  # waits for the uploads; the latest slide
+    wait_idle(page, n, timeout_ms=LOADED_MS)
+    expect(page.get_by_text("Slide 4: instance0.dcm")).to_be_visible()
+    expect(page.get_by_text("Region 800,1200,512,512 of slide 4")).to_be_visible()
+    assert page.locator("img[alt='slide thumbnail']").count() == 2
+    assert page.locator(f"{ASSISTANT} img[alt='heatmap']").count() == 3
+    page.screenshot(path=artifacts_dir / "ui" / "23-dicom-wsi.png")
