@@ -77,7 +77,13 @@ def page(server):
 
 
 def _img_ok(locator) -> bool:
-    return locator.count() >= 1 and locator.last.evaluate("i => i.naturalWidth") > 0
+    """The last matching image has loaded (waits for it; a new image may still be on its way)."""
+    if locator.count() < 1:
+        return False
+    locator.page.wait_for_function(
+        "i => i.complete && i.naturalWidth > 0", arg=locator.last.element_handle()
+    )
+    return True
 
 
 def test_slide_upload_thumbnail_typed_and_clicked_regions(page, cmu_svs, artifacts_dir):  # noqa: F811
@@ -133,7 +139,7 @@ def test_question_on_the_region_and_a_word_of_the_answer(page, artifacts_dir):
     assert not [s for s in SVS_IDENTIFIERS if s in body]
 
 
-def test_dicom_wsi_instances_attached_together_are_one_slide(page, artifacts_dir):
+def test_dicom_wsi_instances_together_are_one_slide_and_all_tissue_heatmap(page, artifacts_dir):
     from slide_fixtures import DICOM_WSI
 
     files = sorted(DICOM_WSI.glob("*.dcm"))
@@ -146,3 +152,9 @@ def test_dicom_wsi_instances_attached_together_are_one_slide(page, artifacts_dir
     assert page.locator("img[alt='slide thumbnail']").count() == 2
     assert page.locator(f"{ASSISTANT} img[alt='heatmap']").count() == 3
     page.screenshot(path=artifacts_dir / "ui" / "23-dicom-wsi.png")
+    # The first slide's all-tissue heat-map, from the action on its message.
+    page.get_by_role("button", name="Density heat-map of all tissue").first.click()
+    expect(page.get_by_text("All tissue of slide 1")).to_be_visible(timeout=LOADED_MS)
+    expect(page.locator(f"{ASSISTANT} img[alt='heatmap']")).to_have_count(4)
+    assert _img_ok(page.locator(f"{ASSISTANT} img[alt='heatmap']"))
+    page.screenshot(path=artifacts_dir / "ui" / "24-all-tissue-heatmap.png")

@@ -137,3 +137,10 @@ def test_slide_metadata_is_flat_rows(cmu_svs):  # noqa: F811
     rows = slides.slide_metadata(load_image(cmu_svs).metadata)
     assert rows["size (level 0)"] == "2220 x 2967 px" and rows["pixel size"] == "0.499 µm/px"
     assert rows["objective"] == "20x" and rows["pyramid levels"].startswith("0: 2220 x 2967")
+
+
+def test_all_tissue_is_an_even_sample_with_its_heatmap(cmu_svs, tmp_path):  # noqa: F811
+    settings = load_settings(data_dir=tmp_path, measure={"slide_max_tiles": 2})
+    heatmap, text = slides.measure_tissue(cmu_svs, tmp_path, "1-tissue", settings)
+    assert heatmap is not None and heatmap.is_file()
+    assert "counted on 2 tiles" in text and "per mm²" in text and "spread evenly" in text

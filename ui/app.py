@@ -160,6 +160,11 @@ def _add_security_middleware() -> None:
 
 
 _add_security_middleware()
+slides.register(
+    lambda: list(cl.user_session.get("images") or []),
+    lambda: STATE.uploads / _safe_name(cl.context.session.thread_id),
+    STATE.settings,
+)
 attention.register(
     STATE.assistant,
     lambda: list(cl.user_session.get("images") or []),

@@ -23,6 +23,7 @@ from typing import Any
 from litevlm.types import LoadedImage
 
 ELEMENT = "SlideThumbnail"  # ui/public/elements/SlideThumbnail.jsx
+TISSUE_ACTION = "slide_tissue_heatmap"
 CLICK_BOX_PX = 1024  # level-0 side of the region a click picks (~0.5 mm at 0.5 um/px)
 REGION_MAX_PIXELS = 16_000_000  # a larger region is read downsampled for the questions
 THUMB_JPEG_PX = 768
@@ -178,17 +179,20 @@ def measure_region(
 def region_text(result: Any, w: int, h: int, mpp: float | None, ds: float) -> str:
     """What was measured in the region, in a researcher's units."""
     size = f"{w * mpp:.0f} x {h * mpp:.0f} µm" if mpp else f"{w} x {h} px"
+    scale = f" ({mpp * ds:.2f} µm/px)" if mpp else ""
+    note = f"; the questions see it downsampled {ds:.1f}x{scale}" if ds > 1 else ""
+    return f"{size}; {measure_text(result, note)}"
+
+
+def measure_text(result: Any, note: str = "") -> str:
+    """Count, tissue area, density and nuclear size of a slide measurement, then warnings."""
     what = {"nuclei": "nuclei", "cells": "cells"}.get(result.kind, "nuclei")
     line = f"{result.count} {what} counted on {result.tiles_measured} tiles"
     if result.tissue_mm2:
         line += f", {result.tissue_mm2:.3f} mm² of tissue: {result.density_per_mm2:,.0f} per mm²"
     if result.area_um2.get("median"):
         line += f"; median nuclear area {result.area_um2['median']:g} µm²"
-    parts = [size, line]
-    if ds > 1:
-        scale = f" ({mpp * ds:.2f} µm/px)" if mpp else ""
-        parts.append(f"the questions see it downsampled {ds:.1f}x{scale}")
-    text = "; ".join(parts) + "."
+    text = line + note + "."
     if result.warnings:
         text += " " + " ".join(f"⚠ {w}" for w in result.warnings)
     return text
@@ -241,6 +245,24 @@ def store_dicom_slide(sources: list[tuple[Path, str]], folder: Path) -> Path:
     return folder
 
 
+def measure_tissue(path: Path, out_dir: Path, stem: str, settings: Any) -> tuple[Path | None, str]:
+    """All tissue of the slide, an even sample of ``[measure] slide_max_tiles`` tissue tiles (as
+    the assistant measures a slide): the heat-map over the thumbnail and what was measured."""
+    from tools.slides import open_slide
+    from tools.slides.measure import measure_slide
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = settings.measure
+    with open_slide(path) as slide:
+        result = measure_slide(
+            slide,
+            max_tiles=cfg.slide_max_tiles,
+            heatmap_path=out_dir / f"{stem}-heatmap.png",
+            settings=cfg,
+        )
+    return result.heatmap_path, measure_text(result)
+
+
 async def show_slide(
     record: dict, loaded: LoadedImage, name: str, table_of: Callable[[dict], str]
 ) -> None:
@@ -258,7 +280,52 @@ async def show_slide(
                 content=f"Metadata of slide {n} ({name})\n\n{table_of(slide_metadata(meta))}",
                 display="side"),
     ]  # fmt: skip
-    await cl.Message(content=text, elements=elements, author="litevlm").send()
+    tissue = cl.Action(
+        name=TISSUE_ACTION,
+        payload={"slide": n},
+        label="Density heat-map of all tissue",
+        tooltip=f"measure an even sample of the tissue tiles of slide {n}",
+        icon="grid-3x3",
+    )
+    await cl.Message(content=text, elements=elements, actions=[tissue], author="litevlm").send()
+
+
+def register(
+    images: Callable[[], list[dict]], thread_dir: Callable[[], Path], settings: Any
+) -> None:
+    """Add the all-tissue heat-map action's callback."""
+    import asyncio
+
+    import chainlit as cl
+
+    from litevlm.errors import LiteVLMError
+
+    @cl.action_callback(TISSUE_ACTION)
+    async def _tissue(action: cl.Action) -> None:
+        n = int(action.payload.get("slide", 0))
+        slide = latest_slide(images(), n)
+        if slide is None:
+            await cl.Message(content=f"⚠ There is no slide {n} in this thread.").send()
+            return
+        async with cl.Step(name="measure all tissue", type="tool") as step:
+            step.input = f"slide {n}: {settings.measure.slide_max_tiles} tissue tiles at most"
+            try:
+                heatmap, text = await asyncio.to_thread(
+                    measure_tissue, Path(slide["path"]), thread_dir(), f"{n}-tissue", settings
+                )
+            except LiteVLMError as e:
+                step.output = str(e)
+                await cl.Message(content=f"⚠ {e}", author="litevlm").send()
+                return
+            step.output = text
+        shown = [heatmap] if heatmap else []
+        elements = [cl.Image(path=str(p), name="heatmap", display="inline") for p in shown]
+        await cl.Message(
+            content=f"**All tissue of slide {n}** — {text} Heat-map: objects per mm² of tissue "
+            "per tile over the thumbnail (viridis, yellow = densest).",
+            elements=elements,
+            author="litevlm",
+        ).send()
 
 
 async def choose_region(
