@@ -76,10 +76,20 @@ def page(server):
         browser.close()
 
 
+def _act(page, button) -> None:
+    """Click an action button and wait for its callback to have run (the request returns when
+    it has); the action's answer is then on its way through the socket."""
+    button.scroll_into_view_if_needed()
+    with page.expect_response(lambda r: "/project/action" in r.url, timeout=LOADED_MS) as resp:
+        button.click()
+    assert resp.value.ok, resp.value.text()
+
+
 def _img_ok(locator) -> bool:
     """The last matching image has loaded (waits for it; a new image may still be on its way)."""
     if locator.count() < 1:
         return False
+    locator.last.scroll_into_view_if_needed()  # the chat's images load lazily
     locator.page.wait_for_function(
         "i => i.complete && i.naturalWidth > 0", arg=locator.last.element_handle()
     )
@@ -123,12 +133,12 @@ def test_question_on_the_region_and_a_word_of_the_answer(page, artifacts_dir):
     assert page.locator("[id^='step-vision']").count() >= 1
     open_words = page.get_by_role("button", name="Where did the model look, per word?")
     expect(open_words.last).to_be_visible()
-    open_words.last.click()
+    _act(page, open_words.last)
     expect(page.get_by_text("Pick a word:").last).to_be_visible(timeout=LOADED_MS)
     words = page.locator(f"{ASSISTANT}").last.get_by_role("button")
     assert words.count() >= 1, page.locator(ASSISTANT).last.inner_text()
     word = words.first.inner_text().strip()
-    words.first.click()
+    _act(page, words.first)
     expect(page.get_by_text(f"“{word}”: where the vision model looked")).to_be_visible(
         timeout=LOADED_MS
     )
@@ -153,7 +163,7 @@ def test_dicom_wsi_instances_together_are_one_slide_and_all_tissue_heatmap(page,
     assert page.locator(f"{ASSISTANT} img[alt='heatmap']").count() == 3
     page.screenshot(path=artifacts_dir / "ui" / "23-dicom-wsi.png")
     # The first slide's all-tissue heat-map, from the action on its message.
-    page.get_by_role("button", name="Density heat-map of all tissue").first.click()
+    _act(page, page.get_by_role("button", name="Density heat-map of all tissue").first)
     expect(page.get_by_text("All tissue of slide 1")).to_be_visible(timeout=LOADED_MS)
     expect(page.locator(f"{ASSISTANT} img[alt='heatmap']")).to_have_count(4)
     assert _img_ok(page.locator(f"{ASSISTANT} img[alt='heatmap']"))
