@@ -213,6 +213,27 @@ def attention_on_objects(grid: np.ndarray, mask: np.ndarray, n_objects: int = 0)
     )
 
 
+def word_attention(
+    full: AttentionMap, word: str | None, mask: np.ndarray | None, n_objects: int = 0
+) -> tuple[AttentionMap, ObjectAttention | None]:
+    """The map of one word of the answer (the whole answer for ``None``) and its score against
+    the segmented objects (``None`` without a mask): what ``litevlm explain --word`` and the
+    chat's word picker show."""
+    amap = full.for_word(word) if word else full
+    score = attention_on_objects(amap.grid, mask, n_objects) if mask is not None else None
+    return amap, score
+
+
+def objects_sentence(o: dict[str, Any]) -> str:
+    """One line for an ``ObjectAttention.as_dict()``: the share of the mass on the objects."""
+    lift = f", {o['lift']:.2f}x uniform" if o.get("lift") is not None else ""
+    return (
+        f"attention on objects: {o['on_objects']:.2f} of the mass on {o['object_area']:.2f} of "
+        f"the image ({o['n_objects']} objects{lift}), peak on an object: "
+        f"{'yes' if o['pointing_hit'] else 'no'}"
+    )
+
+
 def object_mask(image: Any) -> tuple[np.ndarray, int]:
     """Objects segmented the way ``litevlm measure`` segments them (classical, defaults):
     (mask H x W, object count)."""

@@ -27,15 +27,16 @@ from chainlit.input_widget import Select, Slider, Switch, TextInput
 from litevlm.config import Settings, load_settings
 from litevlm.errors import ImageLoadError, LiteVLMError
 from litevlm.types import DISCLAIMER
-from ui import auth, render, security, stream
+from ui import attention, auth, render, security, slides, stream
 from ui.data_layer import FILES_ROUTE, LiteVLMDataLayer, is_session_upload, ui_dir
 
 log = logging.getLogger("litevlm.ui")
 
 WELCOME = (
     f"**{DISCLAIMER}**\n\n"
-    "Upload a cell, histology or radiology image (PNG, JPEG, TIFF, DICOM or NIfTI) with the "
-    "paper clip, then ask about it. Every answer cites what the vision model saw, what was "
+    "Upload a cell, histology or radiology image (PNG, JPEG, TIFF, DICOM or NIfTI) or a "
+    "whole slide (SVS, NDPI, MRXS, OME-TIFF, DICOM WSI) with the paper clip, then ask about "
+    "it. Every answer cites what the vision model saw, what was "
     "measured, similar annotated cases and papers; tool calls appear as steps."
 )
 
@@ -161,6 +162,16 @@ def _add_security_middleware() -> None:
 
 
 _add_security_middleware()
+slides.register(
+    lambda: list(cl.user_session.get("images") or []),
+    lambda: STATE.uploads / _safe_name(cl.context.session.thread_id),
+    STATE.settings,
+)
+attention.register(
+    STATE.assistant,
+    lambda: list(cl.user_session.get("images") or []),
+    STATE.settings.data_dir / "heatmaps" / "words",
+)
 
 
 # ---------------------------------------------------------------- settings panel
@@ -249,7 +260,9 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120] or "image"
 
 
-def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict, Any]:
+def _load_and_store(
+    src: Path | list[tuple[Path, str]], name: str, dest_dir: Path, n: int
+) -> tuple[dict, Any]:
     """Load an upload, keep it (once) and a PNG preview; return the image record and the load.
 
     The upload is hard-linked out of Chainlit's session folder (which Chainlit empties when
@@ -259,22 +272,31 @@ def _load_and_store(src: Path, name: str, dest_dir: Path, n: int) -> tuple[dict,
     from tools.images import load_image
 
     dest_dir.mkdir(parents=True, exist_ok=True)
-    # Keep the original name's suffix: the loader and the agent go by it.
-    stored = dest_dir / f"{n}-{_safe_name(name)}"
     preview_path = dest_dir / f"{n}-preview.png"
-    stored.unlink(missing_ok=True)
-    try:
-        os.link(src, stored)
-    except OSError:  # another file system, or no hard links: move it
-        shutil.move(src, stored)
+    if isinstance(src, list):  # the instances of one DICOM WSI
+        stored = slides.store_dicom_slide(src, dest_dir / f"{n}-dicom-slide")
+    else:
+        # Keep the original name's suffix: the loader and the agent go by it. A DICOM file
+        # gets a folder of its own: a DICOM WSI reader opens the instances beside it.
+        folder = dest_dir / f"{n}-dicom" if name.lower().endswith((".dcm", ".dicom")) else dest_dir
+        folder.mkdir(exist_ok=True)
+        stored = folder / f"{n}-{_safe_name(name)}"
+        stored.unlink(missing_ok=True)
+        try:
+            os.link(src, stored)
+        except OSError:  # another file system, or no hard links: move it
+            shutil.move(src, stored)
     try:
         loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
         render.save_preview(loaded.image, preview_path)
     except BaseException:
-        for p in (stored, preview_path, src):
+        if stored.is_dir():
+            shutil.rmtree(stored, ignore_errors=True)
+        for p in (stored, preview_path, *([] if isinstance(src, list) else [src])):
             if p == src and not is_session_upload(p):
                 continue
-            p.unlink(missing_ok=True)
+            if p.is_file():
+                p.unlink(missing_ok=True)
         raise
     record = {"n": n, "name": name, "path": str(stored), "preview": str(preview_path)}
     return record, loaded
@@ -294,6 +316,14 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
     limit_mb = STATE.settings.ui.max_upload_mb
     thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
     added: list[int] = []
+    # The instances of a DICOM WSI uploaded together are one slide.
+    wsi = [
+        (Path(el.path), el.name or "")
+        for el in elements
+        if getattr(el, "path", None) and Path(el.path).is_file()
+        and slides.is_dicom_slide_file(Path(el.path), el.name or "")
+    ]  # fmt: skip
+    grouped: set[Path] = set()
     for el in elements:
         name = el.name or "upload"
         path = Path(el.path) if getattr(el, "path", None) else None
@@ -312,12 +342,19 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
             _discard(path)
             await _notice(
                 f"**{name}**: unsupported file type. Upload PNG, JPEG, TIFF, BMP, WebP, "
-                "DICOM (.dcm) or NIfTI (.nii, .nii.gz)."
+                "DICOM (.dcm), NIfTI (.nii, .nii.gz) or a slide (SVS, NDPI, MRXS, OME-TIFF, "
+                "DICOM WSI)."
             )
             continue
         n = max((im["n"] for im in images), default=0) + 1
+        src: Any = path
+        if slides.is_dicom_slide_file(path, name):
+            if path in grouped:
+                continue  # stored with the first instance of its slide
+            src = [(p, nm) for p, nm in wsi if p not in grouped]
+            grouped.update(p for p, _ in src)
         try:
-            record, loaded = await asyncio.to_thread(_load_and_store, path, name, thread_dir, n)
+            record, loaded = await asyncio.to_thread(_load_and_store, src, name, thread_dir, n)
         except ImageLoadError as e:
             await _notice(f"**{name}** could not be read: {e.cause}" + _hint(e))
             continue
@@ -330,6 +367,9 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
         images.append(record)
         added.append(n)
         meta = dict(loaded.metadata)
+        if slides.is_slide(loaded):
+            await slides.show_slide(record, loaded, name, render.metadata_table)
+            continue
         table = f"metadata-{n}"
         text = render.image_summary(name, n, loaded.modality, loaded.size, meta)
         text += f". De-identified metadata: {table}"
@@ -405,6 +445,18 @@ async def _turn(message: cl.Message) -> None:
     question = (message.content or "").strip()
     if message.elements and not added:
         return  # the question was about attachments that could not be used: said so above
+    if command := slides.parse_command(question):  # typed, or a click on a slide thumbnail
+        thread_dir = STATE.uploads / _safe_name(cl.context.session.thread_id)
+        got = await slides.choose_region(command, images, thread_dir, STATE.settings)
+        if isinstance(got, str):
+            await _notice(got)
+            return
+        images.append(got)
+        pending = slides.pending_with_region(images, cl.user_session.get("pending") or [], got)
+        await _remember(images, pending)
+        question = command.question
+        if not question:
+            return
     if not question:
         if added:
             await cl.Message(
@@ -432,10 +484,12 @@ async def _answer(question: str, images: list[dict]) -> None:
         tokens = stream.Tokens(msg)
         answer = None
         errors: list[str] = []
+        vision_calls = attention.VisionCalls()
         try:
             async for ev in assistant.astream(
                 question, images=paths, thread_id=thread_id, options=options
             ):
+                vision_calls.see(ev)
                 if ev.type == "step_start":
                     steps.start(ev)
                 elif ev.type == "step_end":
@@ -473,6 +527,7 @@ async def _answer(question: str, images: list[dict]) -> None:
         if Path(path).is_file()
     ]
     msg.elements += _measurement_downloads(answer.figures.values())
+    attention.offer(msg, vision_calls, images, STATE.settings.vision.backend)
     await _finish(msg)
 
 

@@ -207,6 +207,24 @@ class Toolbox:
         quantization: str | None = None,
     ) -> Path:
         """Where the vision model looked while answering ``question``, saved as an overlay."""
+        amap = self.attention(
+            loaded, question, model=model, adapter=adapter, quantization=quantization
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return amap.save_overlay(path)
+
+    def attention(
+        self,
+        loaded: LoadedImage,
+        question: str,
+        *,
+        model: str | None = None,
+        adapter: str | None = None,
+        quantization: str | None = None,
+        max_new_tokens: int = 16,
+    ) -> Any:
+        """The vision model's ``tools.explain.AttentionMap`` for ``question``, with one map per
+        answer token (the chat's per-word picker); ``LiteVLMError`` from a server backend."""
         from tools.explain import attention_map
         from tools.vision_backend import attention_unavailable
 
@@ -214,9 +232,9 @@ class Toolbox:
         if why := attention_unavailable(vm):
             raise LiteVLMError(why)
         with self._vision_lock:
-            amap = attention_map(vm, loaded.image, question, adapter=adapter)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return amap.save_overlay(path)
+            return attention_map(
+                vm, loaded.image, question, adapter=adapter, max_new_tokens=max_new_tokens
+            )
 
     # -- header facts ---------------------------------------------------------------------
     def header(self, loaded: LoadedImage) -> list[Fact]:

@@ -202,7 +202,14 @@ def explain_cmd(
     """Where the model looked when answering: attention heat-map over the image, per word."""
     import numpy as np
 
-    from tools.explain import METHODS, attention_map, attention_on_objects, object_mask
+    from tools.explain import (
+        METHODS,
+        attention_map,
+        attention_on_objects,
+        object_mask,
+        objects_sentence,
+        word_attention,
+    )
     from tools.images import load_image
 
     if method not in METHODS:
@@ -217,9 +224,9 @@ def explain_cmd(
     vm = load_vision_model(model or s.vision.model, s, attn_implementation="eager")
     name = adapter_name(vm, adapter) if adapter else None
     full = attention_map(vm, loaded, question, method, max_new_tokens=max_new_tokens, adapter=name)
-    amap = full.for_word(word) if word else full
-    path = amap.save_overlay(out)
     mask, n_objects = object_mask(loaded) if objects else (None, 0)
+    amap, score = word_attention(full, word, mask, n_objects)
+    path = amap.save_overlay(out)
 
     def on_objects(grid):
         return attention_on_objects(grid, mask, n_objects).as_dict() if mask is not None else None
@@ -233,7 +240,7 @@ def explain_cmd(
         "word": word,
         "peak_patch": amap.peak(),
         "grid": list(amap.grid.shape),
-        "objects": on_objects(amap.grid),
+        "objects": score.as_dict() if score else None,
         "words": amap.words(),
         "tokens": [
             {
@@ -255,9 +262,4 @@ def explain_cmd(
     else:
         typer.echo(f"answer: {amap.answer!r}\noverlay: {path} (peak patch {amap.peak()})")
         if info["objects"]:
-            o = info["objects"]
-            typer.echo(
-                f"attention on objects: {o['on_objects']:.2f} of the mass on "
-                f"{o['object_area']:.2f} of the image ({o['n_objects']} objects), peak on an "
-                f"object: {'yes' if o['pointing_hit'] else 'no'}"
-            )
+            typer.echo(objects_sentence(info["objects"]))
