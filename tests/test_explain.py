@@ -284,3 +284,15 @@ def test_per_token_maps_follow_each_token(tiny):
         assert w.word == words[0]
     with pytest.raises(LiteVLMError, match="not a word of the answer"):
         m.for_word("pneumothorax-not-there")
+
+
+def test_a_generated_image_token_ends_the_answer_that_is_re_run():
+    from types import SimpleNamespace
+
+    from tools.explain import _before_image_token
+
+    model = SimpleNamespace(config=SimpleNamespace(image_token_id=257152))
+    assert _before_image_token([5, 6, 257152, 7], model) == [5, 6]
+    assert _before_image_token([5, 6, 7], model) == [5, 6, 7]
+    old = SimpleNamespace(config=SimpleNamespace(image_token_index=9))
+    assert _before_image_token([9, 1], old) == []

@@ -354,7 +354,7 @@ def attention_map(
         n_prompt = inputs["input_ids"].shape[1]
         # Generate with the model's own (fast) attention; only the re-run needs eager weights.
         gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new = _strip_after_eos(gen[0, n_prompt:].tolist(), model)
+        new = _before_image_token(_strip_after_eos(gen[0, n_prompt:].tolist(), model), model)
         answer = processor.tokenizer.decode(new, skip_special_tokens=True).strip()
         weights, per_head, per_token, rollout = _attend(
             model, inputs, new, method, layers, heads, residual
@@ -545,6 +545,16 @@ def _image_positions(ids: torch.Tensor, model: Any) -> list[int]:
     if not pos:
         raise LiteVLMError("the prompt holds no image tokens", "is this a PaliGemma model?")
     return pos
+
+
+def _before_image_token(tokens: list[int], model: Any) -> list[int]:
+    """The answer up to an ``<image>`` token the model generated (an untrained or confused model
+    can): it has no text, and in the re-run the model would count it as an image position
+    ("image features and image tokens do not match")."""
+    token = getattr(model.config, "image_token_id", None)
+    if token is None:
+        token = getattr(model.config, "image_token_index", None)
+    return tokens[: tokens.index(token)] if token in tokens else tokens
 
 
 def _strip_after_eos(tokens: list[int], model: Any) -> list[int]:
