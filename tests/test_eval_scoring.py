@@ -153,3 +153,22 @@ def test_cli_score_json_and_errors(reference, tmp_path):
     assert "line 1: field 'prediction': missing" in res.stderr
     res = _cli("score", str(p), "--scoring", "bleu")
     assert res.returncode != 0 and "unknown scoring" in res.stderr
+
+
+def test_llava_med_bleu_as_their_script_calls_nltk():
+    # NLTK's sentence_bleu on the normalised words, 4-gram without smoothing: a two-word exact
+    # answer has BLEU ~0 but BLEU-1 = BLEU-2 = 1; the article is dropped before counting
+    assert llava_med.bleu("the left lung lower lobe", "left lung lower lobe")["bleu"] == 1.0
+    two = llava_med.bleu("Left lung.", "left lung")
+    assert two["bleu"] < 1e-100 and two["bleu_1"] == two["bleu_2"] == 1.0
+    half = llava_med.bleu("right lung", "left lung")
+    assert half["bleu_1"] == pytest.approx(0.5) and half["bleu_2"] < 1e-100
+    rows = [
+        AnswerRow(question="q", answer="left lung", prediction="left lung", answer_type="open"),
+        AnswerRow(question="q", answer="left lung", prediction="right lung", answer_type="open"),
+        AnswerRow(question="q", answer="yes", prediction="yes", answer_type="closed"),
+    ]
+    got = score_answers(rows, "llava-med")
+    assert got["open_bleu"]["bleu_1"] == pytest.approx(0.75)  # over the open questions only
+    assert "bleu" in got["examples"][0] and "bleu" not in got["examples"][2]
+    assert "open_bleu" not in score_answers(rows, "strict")

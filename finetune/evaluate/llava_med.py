@@ -21,6 +21,9 @@ computed by ``--scoring llava-med`` is comparable with theirs:
   recall = tp / (tp + reference words never predicted).
 - F1/precision from the same counts; 0 when either side has no word or nothing matches.
 - "exact match": distinct reference words found in the prediction / predicted words.
+- BLEU on open questions (``bleu``): NLTK's ``sentence_bleu`` on the normalised words with its
+  defaults (4-gram, no smoothing, so a one- to three-word answer scores 0 unless
+  ``bleu_1``..``bleu_3``, the single-order weights the script also reports, are read).
 """
 
 from __future__ import annotations
@@ -108,6 +111,21 @@ def closed_hit(prediction: str, reference: str) -> bool:
     pred = normalize(prediction.lower())
     ref = normalize(reference.lower())
     return ("yes" in pred or "no" in pred) and ref in pred
+
+
+def bleu(prediction: str, reference: str) -> dict[str, float]:
+    """The script's four BLEU figures for one open question (NLTK, as it calls it)."""
+    import warnings
+
+    from nltk.translate.bleu_score import sentence_bleu
+
+    ref = [normalize(reference.lower()).lower().split()]
+    hyp = normalize(prediction.lower()).lower().split()
+    weights = {"bleu": (0.25, 0.25, 0.25, 0.25), "bleu_1": (1, 0, 0, 0)}
+    weights |= {"bleu_2": (0, 1, 0, 0), "bleu_3": (0, 0, 1, 0)}
+    with warnings.catch_warnings():  # "0 counts of n-gram overlaps": the script ignores it too
+        warnings.simplefilter("ignore")
+        return {k: float(sentence_bleu(ref, hyp, weights=w)) for k, w in weights.items()}
 
 
 def score(prediction: str, reference: str, answer_type: str) -> dict[str, float | bool | None]:

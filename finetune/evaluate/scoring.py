@@ -197,7 +197,16 @@ def score_answers(rows: Sequence[AnswerRow], scoring: str = "strict") -> dict[st
         for r in rows
     ]
     s = summarize_scores(scores, [r.prediction for r in rows], [r.answer for r in rows])
-    return {
+    bleus: list[dict[str, float] | None] = [None] * len(rows)
+    if scoring == "llava-med":  # the script's BLEU figures, over its open questions
+        from finetune.evaluate import llava_med
+
+        bleus = [
+            llava_med.bleu(r.prediction, r.answer) if sc.answer_type == "open" else None
+            for r, sc in zip(rows, scores, strict=True)
+        ]
+    opened = [b for b in bleus if b is not None]
+    result = {
         "scoring": scoring,
         "n": len(rows),
         "n_closed": s.n_closed,
@@ -218,7 +227,11 @@ def score_answers(rows: Sequence[AnswerRow], scoring: str = "strict") -> dict[st
                 "recall": sc.token_recall,
                 "f1": sc.token_f1,
                 "exact_match": sc.exact_match,
+                **({"bleu": b} if b is not None else {}),
             }
-            for r, sc in zip(rows, scores, strict=True)
+            for r, sc, b in zip(rows, scores, bleus, strict=True)
         ],
     }
+    if opened:
+        result["open_bleu"] = {k: sum(b[k] for b in opened) / len(opened) for k in opened[0]}
+    return result

@@ -170,6 +170,11 @@ def score_cmd(
     typer.echo(f"open recall      {pct(result['open_recall'])}  (n={result['n_open']})")
     typer.echo(f"open F1          {pct(result['open_f1'])}")
     typer.echo(f"tokenized F1     {pct(result['tokenized_f1'])}  (all questions)")
+    if bleu := result.get("open_bleu"):
+        typer.echo(
+            f"open BLEU        {pct(bleu['bleu'])}  (BLEU-1 {pct(bleu['bleu_1'])}, "
+            f"BLEU-2 {pct(bleu['bleu_2'])}, BLEU-3 {pct(bleu['bleu_3'])})"
+        )
     if "judge" in result:
         j = result["judge"]
         typer.echo(
