@@ -196,6 +196,14 @@ def _squashed_hit(text: str, value: str) -> bool:
     return False
 
 
+def context(text: str, value: str, width: int = 120) -> str:
+    """Where ``value`` (separators ignored) sits in ``text``: for a failing test's message."""
+    f = fold(text)
+    keep = [i for i, ch in enumerate(f) if ch.isalnum()]
+    k = "".join(f[i] for i in keep).find(fold(value).replace(" ", ""))
+    return "" if k < 0 else text[max(0, keep[k] - width) : keep[k] + width]
+
+
 def leaks(text: str, who: Identity, spelled: str = "") -> list[str]:
     """The identifiers ``text`` still carries: a name part as a word, the ID or the written
     spelling anywhere (separators and case ignored)."""

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from literature_fixtures import serve_fixtures
 from privacy_fixtures import (
     Identity,
+    context,
     identities,
     leaks,
     long_identities,
@@ -227,7 +228,8 @@ def test_no_spelling_reaches_a_request_an_answer_a_report_or_a_log(
     assert report.images and not report.bad
     for where, text in outputs.items():
         for spelled in (in_question, in_name):
-            assert not leaks(text, who, spelled), (where, spelled, leaks(text, who, spelled))
+            found = leaks(text, who, spelled)
+            assert not found, (where, spelled, found, [context(text, f) for f in found])
     caplog.clear()
 
 
