@@ -176,31 +176,17 @@ def _words(text: str) -> set[str]:
     return out
 
 
-def _squashed_hit(text: str, value: str) -> bool:
-    """``value`` in ``text`` with separators ignored ("AE-000", "ae 000"). An ID shorter than
-    six characters must also start and end on word boundaries: in the tens of kilobytes of a
-    report (timings, digests, paths) five characters can meet by chance across separators,
-    and the suite must not fail one run in many on such a hit; longer IDs count anywhere."""
-    keep = [i for i, ch in enumerate(text) if ch.isalnum()]
-    squashed = "".join(text[i] for i in keep)
-    if len(value) >= 6:
-        return value in squashed
-    start = squashed.find(value)
-    while start >= 0:
-        a, b = keep[start], keep[start + len(value) - 1]
-        before = text[a - 1] if a else " "
-        after = text[b + 1] if b + 1 < len(text) else " "
-        if not before.isalnum() and not after.isalnum():
-            return True
-        start = squashed.find(value, start + 1)
-    return False
+def _plain(text: str) -> str:
+    """Lower case without diacritics, but no name folding: an ID is a code, and the names' rule
+    ``ae`` -> ``a`` would turn ``AE000`` into ``a000``, which any "... a 0.000 ..." matches."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def context(text: str, value: str, width: int = 120) -> str:
     """Where ``value`` (separators ignored) sits in ``text``: for a failing test's message."""
-    f = fold(text)
-    keep = [i for i, ch in enumerate(f) if ch.isalnum()]
-    k = "".join(f[i] for i in keep).find(fold(value).replace(" ", ""))
+    keep = [i for i, ch in enumerate(text) if _plain(ch).isalnum()]
+    k = "".join(_plain(text[i]) for i in keep).find(re.sub(r"[\W_]+", "", _plain(value)))
     return "" if k < 0 else text[max(0, keep[k] - width) : keep[k] + width]
 
 
@@ -216,7 +202,7 @@ def leaks(text: str, who: Identity, spelled: str = "") -> list[str]:
     for part in (who.family, who.given):
         if fold(part) in words:
             found.append(part)
-    if _squashed_hit(fold(text), fold(who.patient_id)):
+    if _plain(who.patient_id) in re.sub(r"[\W_]+", "", _plain(text)):
         found.append(who.patient_id)
     if not spelled:
         return found

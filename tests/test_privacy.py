@@ -48,6 +48,15 @@ def test_every_spelling_of_the_issue_is_removed(spelled):
     assert not leaks(clean, _issue_identity(), spelled)
 
 
+def test_the_leak_check_reads_an_id_as_a_code():
+    # names fold "ae" to "a" (Maeller = Mäller); an ID must not: "AE000" is not "a 0.000"
+    import datetime as dt
+
+    who = Identity("Bbbb", "Bbb", "AE000", dt.date(2000, 1, 1))
+    assert not leaks('"route": 0.0, "a": 0.000123', who)
+    assert leaks("scan AE-000.dcm", who) == leaks("scanae000", who) == ["AE000"]
+
+
 def _issue_identity() -> Identity:
     import datetime as dt
 
