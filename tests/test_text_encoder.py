@@ -12,7 +12,8 @@ import pytest
 from retrieval_fixtures import minilm  # noqa: F401
 
 from agent.routing import INTENTS, Router, exemplar_matrix
-from tools.embeddings import MINILM, NumpyTextEmbedder, SentenceTextEmbedder, resolve_text_model
+from tools.embeddings import MINILM, SentenceTextEmbedder, resolve_text_model
+from tools.text_encoder import NumpyBertEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
 ARXIV = ROOT / "tests" / "fixtures" / "literature" / "arxiv" / "query_testing_10_results.xml"
@@ -32,7 +33,7 @@ def real_texts() -> list[str]:
 
 
 def test_numpy_vectors_match_sentence_transformers(minilm):  # noqa: F811
-    assert isinstance(minilm, NumpyTextEmbedder)  # device="cpu" takes the NumPy path
+    assert isinstance(minilm, NumpyBertEncoder)  # device="cpu" takes the NumPy path
     texts = real_texts()
     ours = minilm.embed_texts(texts)
     theirs = SentenceTextEmbedder(MINILM, device="cpu").embed_texts(texts)

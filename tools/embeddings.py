@@ -324,22 +324,6 @@ def load_image_embedder(model_id: str, device: str = "auto", batch_size: int = 3
     return HFClipEmbedder(model_id, device=device, batch_size=batch_size)
 
 
-class NumpyTextEmbedder:
-    """A mean-pooled BERT sentence encoder computed with NumPy (``tools.text_encoder``)."""
-
-    def __init__(self, model_id: str, path: Path, batch_size: int = 64) -> None:
-        from tools.text_encoder import NumpyBertEncoder
-
-        self.model_id = model_id
-        self.batch_size = batch_size
-        self.encoder = NumpyBertEncoder(path, model_id=model_id)
-        self.dim = self.encoder.dim
-        self.fingerprint = self.encoder.fingerprint
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encoder.embed_texts(list(texts), batch_size=self.batch_size)
-
-
 def load_text_embedder(
     model_id: str = MINILM, device: str = "auto", batch_size: int = 64
 ) -> TextEmbedder:
@@ -347,11 +331,11 @@ def load_text_embedder(
     mean-pooled BERT on disk (same vectors, no torch import), else sentence-transformers."""
     path = resolve_text_model(model_id)
     if device == "cpu" and isinstance(path, Path):
-        from tools.text_encoder import supports
+        from tools.text_encoder import NumpyBertEncoder, supports
 
         if supports(path):
             try:
-                return NumpyTextEmbedder(model_id, path, batch_size=batch_size)
+                return NumpyBertEncoder(path, model_id=model_id, batch_size=batch_size)
             except Exception as e:  # a damaged file: say so the way sentence-transformers would
                 raise ModelLoadError(
                     f"could not load text embedder {model_id} from {path}: {type(e).__name__}: {e}",

@@ -32,15 +32,15 @@ def supports(path: Path) -> bool:
     """Whether ``path`` holds a BERT encoder computed here exactly as sentence-transformers does."""
     try:
         config = json.loads((path / "config.json").read_text())
-        modules = [m["type"] for m in json.loads((path / "modules.json").read_text())]
-        pooling = json.loads((path / _module_path(path, 1) / "config.json").read_text())
-    except (OSError, ValueError, KeyError, IndexError):
+        modules = json.loads((path / "modules.json").read_text())
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False
     return (
         config.get("model_type") == "bert"
         and config.get("hidden_act") == "gelu"
         and config.get("position_embedding_type", "absolute") == "absolute"
-        and modules == _MEAN_POOLED
+        and [m["type"] for m in modules] == _MEAN_POOLED
         and pooling.get("pooling_mode_mean_tokens") is True
         and not any(
             pooling.get(k)
@@ -53,10 +53,6 @@ def supports(path: Path) -> bool:
         and (path / "model.safetensors").is_file()
         and (path / "tokenizer.json").is_file()
     )
-
-
-def _module_path(path: Path, idx: int) -> str:
-    return json.loads((path / "modules.json").read_text())[idx]["path"]
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -82,16 +78,23 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyBertEncoder:
-    """``embed_texts`` of a mean-pooled BERT sentence encoder (see the module docstring)."""
+    """A mean-pooled BERT sentence encoder (see the module docstring); a
+    ``tools.embeddings.TextEmbedder`` with a ``fingerprint`` for caches of its vectors."""
 
     def __init__(
-        self, path: str | Path, *, model_id: str = "", max_seq_length: int | None = None
+        self,
+        path: str | Path,
+        *,
+        model_id: str = "",
+        batch_size: int = 64,
+        max_seq_length: int | None = None,
     ) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         path = Path(path)
         self.model_id = model_id or str(path)
+        self.batch_size = batch_size
         weights = path / "model.safetensors"
         st_ = weights.stat()
         # what a cache of this model's vectors is keyed by (agent/routing.py)
@@ -159,7 +162,9 @@ class NumpyBertEncoder:
         pooled = (x * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
-    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 rows (``tools.embeddings.TextEmbedder``)."""
+        texts, batch_size = list(texts), self.batch_size
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         out = []
