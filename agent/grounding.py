@@ -89,6 +89,7 @@ _UNIT_BEFORE = re.compile(
     re.I,
 )
 _LABEL_BEFORE = re.compile(r"\b(image|figure|fig\.|table|case|stage|grade|class|score)\s*#?$", re.I)
+_OF_BEFORE = re.compile(r"(?:\d\s?%?|\bout)\s+of\s+(?:the\s+|about\s+|approximately\s+)?$", re.I)
 _HSCORE_BEFORE = re.compile(r"h[- ]?score\s*(is|=|of|:)?\s*$", re.I)
 _NUM = re.compile(
     r"(?<![\w.\-+/^²])[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w+]|\.\d)"
@@ -122,6 +123,8 @@ _TERMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 # A name that says "this number is X" rules out numbers of another quantity.
 _EXCLUSIVE = {"1+", "2+", "3+", "hscore", "density", "area", "diameter", "kvp", "thickness"}
+# Words that make a number one of a part: "308 are DAB-positive" is not "308 nuclei".
+_SUBSET = {"positive", "1+", "2+", "3+"}
 
 
 def _terms(text: str) -> set[str]:
@@ -138,6 +141,7 @@ class Quantity:
     unit: str
     decimals: int
     terms: set[str] = field(default_factory=set)  # what the number is said to be
+    clause: set[str] = field(default_factory=set)  # the quantity words of its whole clause
 
 
 def _parse_number(raw: str) -> tuple[float, int]:
@@ -176,7 +180,11 @@ def quantities(text: str) -> list[Quantity]:
         tail_end = after.end() if after else m.end()
         tail = text[tail_end : tail_end + 30].split(",")[0].split(";")[0]
         terms = _terms(clause + " " + " ".join(tail.split()[:3]))
-        out.append(Quantity(value, unit if unit in _UNITS else "", decimals, terms))
+        ends = [i for i in (text.find(c, tail_end) for c in ",;:\n") if i >= 0]
+        whole = _terms(text[clause_start : min(ends, default=len(text))])
+        if _OF_BEFORE.search(before):  # "308 of 483 cells are positive": 483 is all of them
+            terms, whole = (terms - _SUBSET) | {"whole"}, whole - _SUBSET
+        out.append(Quantity(value, unit if unit in _UNITS else "", decimals, terms, whole))
         last_end = tail_end
     return out
 
@@ -215,11 +223,24 @@ def _candidates(q: Quantity, s: Quantity, pixel_um: list[float]) -> list[float]:
     return out
 
 
+def _of_another_part(q: Quantity, s: Quantity) -> bool:
+    """``s`` counts a part (DAB-positive, 1+/2+/3+) that ``q``'s clause does not name, or the
+    other way round: "308 (64%) are DAB-positive" does not support "there are 308 nuclei",
+    nor "483 nuclei" "483 positive cells"."""
+    part = s.terms & _SUBSET
+    if part and q.terms and not (part & (q.clause | q.terms)):
+        return True
+    said = q.terms & _SUBSET
+    return bool(said and s.terms and not (said & s.terms))
+
+
 def supports_number(q: Quantity, support: list[Quantity], pixel_um: list[float]) -> bool:
     for s in support:
         named = q.terms & _EXCLUSIVE
         if named and s.terms and not (named & s.terms):
             continue  # "3+ is 57%" against "positive 57%": another quantity
+        if _of_another_part(q, s):
+            continue
         for v in _candidates(q, s, pixel_um):
             decimals = q.decimals
             if q.unit != s.unit and q.unit and s.unit:
@@ -240,12 +261,15 @@ class Support:
     quantities: list[Quantity]
     pixel_um: list[float]
     sentences: list[str]
+    # What the sources state, without a vision answer's title: that quotes the question
+    evidence: str = ""
 
 
 def source_support(sources: list[Source], wording: dict[int, str] | None = None) -> Support:
     """What ``sources`` say: their text and facts, and ``wording[n]``, the tools' own sentences
     citing source n (a rendering of the same typed output, e.g. the measurement's warnings)."""
     parts: list[str] = []
+    evidence: list[str] = []
     qs: list[Quantity] = []
     pixel: list[float] = []
     for s in sources:
@@ -264,12 +288,16 @@ def source_support(sources: list[Source], wording: dict[int, str] | None = None)
                     if _terms(f.name + " " + label) & {"spacing"} and unit in ("um", "mm"):
                         pixel.append(float(v) * (1000.0 if unit == "mm" else 1.0))
             fact_text.append(f"{label} {f.text} {f.value} {f.unit}")
-        text = " ".join([s.title, s.snippet, *fact_text, " ".join(s.authors), str(s.year or "")])
+        # "; " between facts: one fact's words must not name the next one's number
+        text = "; ".join([s.title, s.snippet, *fact_text, " ".join(s.authors), str(s.year or "")])
         text += f" {s.id} {s.venue or ''} {s.kind}"
         own = (wording or {}).get(s.n or 0, "")
         if own:
             text += " " + CITE.sub(" ", own)
         parts.append(text)
+        # A vision answer's title, key and the tools' wording quote the question: its evidence
+        # is what the model said
+        evidence.append("; ".join([s.snippet, *fact_text]) if s.kind == "vision" else text)
         for piece in re.split(r"[,;]\s+", f"{s.snippet}; {s.title}"):
             # "mean area = 139 px^2": the name before the number says what it is
             name, sep, value = piece.rpartition("=") if "=" in piece else piece.rpartition(": ")
@@ -287,7 +315,7 @@ def source_support(sources: list[Source], wording: dict[int, str] | None = None)
             pass  # units already in um; no conversion needed
     joined = " ".join(parts)
     sentences = [x for p in parts for x in re.split(r"(?<=[.!?;])\s+", p) if x.strip()]
-    return Support(fold(joined), qs, pixel, sentences)
+    return Support(fold(joined), qs, pixel, sentences, fold(" ".join(evidence)))
 
 
 # -- entities, polarity, words ------------------------------------------------------------
@@ -411,7 +439,14 @@ def check(sentence: str, support: Support, question: str = "") -> str | None:
             return f"{ent!r} is not in the cited source(s)"
     if _polarity_clash(body, support):
         return "it negates what the cited source says (or affirms what it negates)"
-    words = [w for w in content_words(body) if w not in asked]
+    own = content_words(body)
+    words = [w for w in own if w not in asked]
+    if own and len(words) < 3 and not quantities(body):
+        # The question said back as a claim ("The stain is brown" to "is the stain brown?"):
+        # the source itself must say some of it, not only the question quoted in its title.
+        stems = {_stem(w) for w in re.findall(r"[a-zà-ÿ]{4,}", support.evidence)}
+        if not any(_stem(w) in stems for w in own):
+            return "what it states is only in the question, not in the cited source(s)"
     if len(words) >= 3:
         stems = {_stem(w) for w in re.findall(r"[a-zà-ÿ]{4,}", support.text)}
         hit = sum(_stem(w) in stems for w in words)

@@ -597,7 +597,7 @@ def cases(images: dict[str, Path], categories: set[str] | None = None) -> list[C
             "describe",
             "retina.jpg",
             "Describe this image.",
-            Expect("no cells", kinds=M),
+            Expect("counting does not apply", kinds=M),  # it is a fundus photograph
             forbid=[r"count = 0", r"\b0 (cells|nuclei)\b", r"confluence 100"],
             reference="a fundus photograph: counting cells does not apply",
         )

@@ -78,6 +78,56 @@ def test_claims_are_checked_against_what_they_cite(sentence, supported):
     assert (check(sentence, source_support(cited)) is None) is supported
 
 
+# The measurement source of scikit-image's immunohistochemistry sample as the agent built it
+# (benchmarks/answers.py, count-ihc), and what the real Qwen model wrote from it.
+IHC = Source(
+    n=1,
+    kind="measurement",
+    id="measure|ihc",
+    title="Measurement (ihc, px) of ihc_colon.png",
+    snippet="483 nuclei; 308 (64%) are DAB-positive; H-score 97 of 300 (1+ 32%, 2+ 30%, 3+ 1%)",
+    facts=[
+        Fact(name="count", value=483, text="483 nuclei"),
+        Fact(name="positive", value=308, text="308 (64%) are DAB-positive"),
+        Fact(name="intensity_bins_3", value=1.45, unit="%",
+             text="1.4% of cells are strongly DAB-positive (3+), about 7 of 483"),
+        Fact(name="positive_nuclei", value=62.94, unit="%",
+             text="63% of nuclei are DAB-positive within the nucleus"),
+    ],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sentence", "supported"),
+    [
+        ("There are 308 nuclei in the image [1].", False),  # the real model: 308 are positive
+        ("There are 483 nuclei in the image [1].", True),
+        ("308 of 483 cells are DAB-positive [1].", True),
+        ("There are 308 DAB-positive nuclei [1].", True),
+        ("483 nuclei, 308 of which are DAB-positive [1].", True),
+        ("483 cells are DAB-positive [1].", False),  # 483 is all of them
+        ("63% of nuclei are DAB-positive [1].", True),
+        ("About 7 cells are strongly positive (3+) [1].", True),
+    ],
+)
+def test_a_number_of_a_part_is_not_the_number_of_the_whole(sentence, supported):
+    assert (check(sentence, source_support([IHC])) is None) is supported
+
+
+def _vision(answer: str) -> Source:
+    q = "is the stain brown?"
+    return Source(n=1, kind="vision", id=f"vision|m|{q}", title=f"Vision model m: answer to {q!r}",
+                  snippet=answer, facts=[Fact(name="observation", value=answer, text=answer)])  # fmt: skip
+
+
+def test_the_question_said_back_needs_the_vision_answer_to_say_it():
+    question = "How many nuclei, and is the stain brown?"
+    claim = "The stain is brown [1]."
+    assert check(claim, source_support([_vision("")]), question) is not None
+    assert check(claim, source_support([_vision("no")]), question) is not None
+    assert check(claim, source_support([_vision("yes, a brown stain")]), question) is None
+
+
 def test_units_and_quantity_names_are_read():
     (q,) = quantities("The density per mm^2 is 139")
     assert (q.value, q.unit, "density" in q.terms) == (139, "per mm^2", True)

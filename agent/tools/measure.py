@@ -65,6 +65,12 @@ class MeasureTool(Tool):
             reason = str(output.params.get("kind_reason") or "")
             text = f"measured as {KIND_NAMES[output.kind]}" + (f" ({reason})" if reason else "")
             facts.insert(0, _f("image_kind", "what was measured", output.kind, "", text))
+        elif output.params.get("counting_applies") is False:
+            from tools.measure.field import not_applies
+
+            reason = str(output.params.get("kind_reason") or "")
+            facts.insert(0, _f("image_kind", "what was measured", output.kind, "",
+                               not_applies(output.kind, reason)))  # fmt: skip
         if scale.um:
             facts.append(_f("pixel_size_used", "pixel size used", scale.um, "um", scale.note))
         stored = output.pixel_size_um if output.units == "um" else None

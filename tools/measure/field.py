@@ -22,6 +22,12 @@ WHAT = {
 }
 
 
+def not_applies(kind: str, reason: str = "") -> str:
+    """What the answer says of such an image (one clause: it is quoted in one cited sentence)."""
+    why = f" ({reason})" if reason else ""
+    return f"cell counting does not apply: the image is {WHAT.get(kind, kind)}{why}"
+
+
 def measure_field(
     inp: ImageInput, *, kind: str, reason: str = "", pixel_size_um: float | None = None
 ) -> Measured:
@@ -40,8 +46,8 @@ def measure_field(
         cols = np.flatnonzero(lit.any(axis=0))
         summary["field_of_view_diameter_px"] = int(max(np.ptp(rows), np.ptp(cols)) + 1)
     warning = (
-        f"cell counting does not apply: the image is {WHAT.get(kind, kind)} ({reason}); no "
-        "count is reported. Pass kind='cells', 'nuclei', 'he' or 'ihc' (--kind) to count anyway"
+        f"{not_applies(kind, reason)}; no count is reported; pass kind='cells', 'nuclei', 'he' "
+        "or 'ihc' (--kind) to count anyway"
     )
     m = Measurement(
         kind=kind, count=None, units="um" if pixel_size_um else "px",
