@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from litevlm.config import Settings
 from litevlm.errors import ConfigError, ImageLoadError
@@ -53,6 +53,8 @@ class AgentEvent(BaseModel):
     name: str = ""  # node: route, a tool of agent.tools.TOOLS, synthesise, verify
     input: dict[str, Any] | None = None
     output: Any = None  # short JSON-able summary
+    # For a tool's step_end: the figures it drew (kind -> path), shown before the answer is
+    figures: dict[str, str] = Field(default_factory=dict)
     elapsed_s: float | None = None
     text: str = ""  # for draft, token and error events
     answer: Answer | None = None  # for the final event
@@ -343,6 +345,7 @@ class Assistant:
                             type="step_end" if not err else "error",
                             name=chunk["name"],
                             output=_summarise_output(chunk["name"], chunk.get("result")),
+                            figures=_step_figures(chunk["name"], chunk.get("result")),
                             elapsed_s=(time.perf_counter() - t) if t else None,
                             text=str(err) if err else "",
                         )
@@ -426,6 +429,20 @@ def _summarise_input(name: str, payload: Any) -> dict[str, Any] | None:
     if name == "route":
         return {"question": payload.get("question")}
     return None
+
+
+def _step_figures(name: str, result: Any) -> dict[str, str]:
+    """The figures a tool step drew (the answer's ``figures`` gives them again, named)."""
+    from agent.tools import TOOLS
+
+    if name not in TOOLS or not isinstance(result, dict):
+        return {}
+    figures: dict[str, str] = {}
+    for rec in (result.get("results") or {}).values():
+        out = TOOLS[name].read(rec) if not rec.get("error") else None
+        for fig, path in (TOOLS[name].figures(out) if out is not None else {}).items():
+            figures[fig if fig not in figures else f"{fig}-{len(figures) + 1}"] = path
+    return figures
 
 
 def _summarise_output(name: str, result: Any) -> Any:

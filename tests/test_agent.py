@@ -415,6 +415,10 @@ def test_astream_yields_steps_tokens_and_the_answer(settings, images):
     assert events[-1].type == "answer" and events[-1].answer.sources[0].kind == "measurement"
     measure_end = next(e for e in events if e == e and e.type == "step_end" and e.name == "measure")
     assert "nuclei" in measure_end.output["summary"] and measure_end.elapsed_s > 0
+    # Its figures come with the step's end (the UI shows them before the answer is written),
+    # the same files as the answer's.
+    assert set(measure_end.figures.values()) == set(map(str, events[-1].answer.figures.values()))
+    assert measure_end.figures and Path(measure_end.figures["overlay"]).is_file()
 
 
 def test_astream_reports_bad_input_as_an_error_event(settings, images):

@@ -116,8 +116,9 @@ def test_a_number_of_a_part_is_not_the_number_of_the_whole(sentence, supported):
 
 def _vision(answer: str) -> Source:
     q = "is the stain brown?"
-    return Source(n=1, kind="vision", id=f"vision|m|{q}", title=f"Vision model m: answer to {q!r}",
-                  snippet=answer, facts=[Fact(name="observation", value=answer, text=answer)])  # fmt: skip
+    fact = Fact(name="observation", value=answer, text=answer)
+    title = f"Vision model m: answer to {q!r}"
+    return Source(n=1, kind="vision", id=f"vision|m|{q}", title=title, snippet=answer, facts=[fact])
 
 
 def test_the_question_said_back_needs_the_vision_answer_to_say_it():

@@ -370,3 +370,58 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
         ("update", "measure"),
     ]
     assert [s for s in sent if s[0] == "token"] == [("token", "a"), ("token", "bc")]
+
+
+def test_figures_go_out_as_their_step_ends_and_the_upload_message_keeps_its_place(tmp_path):
+    """ui/stream.py: figures are sent for the answer while the agent works; one the answer
+    does not show is taken back; steps wait for the upload's own message."""
+    from ui import stream
+
+    log: list[tuple[str, str]] = []
+
+    class Element:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def send(self, for_id: str) -> None:
+            log.append(("send", f"{self.name}->{for_id}"))
+
+        async def remove(self) -> None:
+            log.append(("remove", self.name))
+
+    paths = {k: tmp_path / f"{k}.png" for k in ("overlay", "attention", "late")}
+    for p in paths.values():
+        p.write_bytes(b"png")
+
+    async def run() -> list[Element]:
+        figures = stream.Figures("answer-1", lambda name, path: [Element(name)])
+        figures.add({"overlay": str(paths["overlay"])})
+        figures.add({"overlay": str(paths["overlay"]), "missing": str(tmp_path / "gone.png")})
+        figures.add({"attention": paths["attention"]})
+        await asyncio.sleep(0)
+        # The answer shows the overlay (under another name) and a figure not sent yet.
+        return await figures.finish({"overlay:cell.png": paths["overlay"], "late": paths["late"]})
+
+    rest = asyncio.run(run())
+    assert log == [
+        ("send", "overlay->answer-1"),
+        ("send", "attention->answer-1"),
+        ("remove", "attention"),
+    ]
+    assert [e.name for e in rest] == ["late"]
+
+    order: list[str] = []
+
+    async def upload_message() -> None:
+        await asyncio.sleep(0.05)
+        order.append("upload")
+
+    async def step() -> None:
+        order.append("step")
+
+    async def ordered() -> None:
+        before = asyncio.create_task(upload_message())
+        await stream.after(before, step())
+
+    asyncio.run(ordered())
+    assert order == ["upload", "step"]

@@ -54,8 +54,7 @@ class AppState:
         self.uploads = ui_dir(settings) / "uploads"
         self._assistant: Any = None
         self._lock = asyncio.Lock()
-        # Each thread's latest metadata write (ui/app.py: _remember), awaited before its turn
-        # ends.
+        # Each thread's latest metadata write (_remember), awaited by a resume and at shutdown.
         self.writes: dict[str, asyncio.Task] = {}
 
     def _build_assistant(self) -> Any:
@@ -240,6 +239,8 @@ async def _settings_update(values: dict[str, Any]) -> None:
 
 @cl.on_chat_resume
 async def _resume(thread: dict[str, Any]) -> None:
+    if await _written(thread["id"]):  # the last turn's write was still under way: read it
+        thread = await STATE.data_layer.get_thread(thread["id"]) or thread
     metadata = thread.get("metadata") or {}
     if isinstance(metadata, str):
         import json
@@ -308,8 +309,11 @@ def _discard(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
-async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
-    """Check, load and show each attachment; return the numbers of the images added."""
+async def _accept_uploads(
+    elements: list[Any], images: list[dict]
+) -> tuple[list[int], asyncio.Task | None]:
+    """Check, load and show each attachment; return the numbers of the images added and the
+    task sending their messages (in order): the agent need not wait for it (ui/stream.py)."""
     from tools.images import SUPPORTED_SUFFIXES
     from tools.privacy import display_name
 
@@ -324,23 +328,28 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
         and slides.is_dicom_slide_file(Path(el.path), el.name or "")
     ]  # fmt: skip
     grouped: set[Path] = set()
+    outbox: list[cl.Message] = []  # this turn's messages about its uploads, in order
+
+    def notice(text: str) -> None:
+        outbox.append(cl.Message(content=f"⚠ {text}", author="litevlm"))
+
     for el in elements:
         name = el.name or "upload"
         path = Path(el.path) if getattr(el, "path", None) else None
         if path is None or not path.is_file():
-            await _notice(f"**{name}**: the upload did not arrive; please attach it again.")
+            notice(f"**{name}**: the upload did not arrive; please attach it again.")
             continue
         size_mb = path.stat().st_size / 2**20
         if size_mb > limit_mb:
             _discard(path)
-            await _notice(
+            notice(
                 f"**{name}** is {size_mb:.0f} MB, over the {limit_mb} MB upload limit "
                 "(`[ui] max_upload_mb`). Crop or downsample it, or raise the limit."
             )
             continue
         if not name.lower().endswith(SUPPORTED_SUFFIXES):
             _discard(path)
-            await _notice(
+            notice(
                 f"**{name}**: unsupported file type. Upload PNG, JPEG, TIFF, BMP, WebP, "
                 "DICOM (.dcm), NIfTI (.nii, .nii.gz) or a slide (SVS, NDPI, MRXS, OME-TIFF, "
                 "DICOM WSI)."
@@ -356,11 +365,11 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
         try:
             record, loaded = await asyncio.to_thread(_load_and_store, src, name, thread_dir, n)
         except ImageLoadError as e:
-            await _notice(f"**{name}** could not be read: {e.cause}" + _hint(e))
+            notice(f"**{name}** could not be read: {e.cause}" + _hint(e))
             continue
         except Exception as e:  # a decoder bug must not end the session
             log.exception("loading upload %s", name)
-            await _notice(f"**{name}** could not be read: {type(e).__name__}: {e}")
+            notice(f"**{name}** could not be read: {type(e).__name__}: {e}")
             continue
         # A file name can carry the patient's name or ID: shown and kept without them.
         name = record["name"] = display_name(name, loaded.identifiers)
@@ -368,6 +377,7 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
         added.append(n)
         meta = dict(loaded.metadata)
         if slides.is_slide(loaded):
+            await _send_all(outbox)
             await slides.show_slide(record, loaded, name, render.metadata_table)
             continue
         table = f"metadata-{n}"
@@ -382,18 +392,26 @@ async def _accept_uploads(elements: list[Any], images: list[dict]) -> list[int]:
                 display="side",
             ),
         ]
-        await cl.Message(content=text, elements=elements, author="litevlm").send()
+        outbox.append(cl.Message(content=text, elements=elements, author="litevlm"))
     if added:
         await _remember(images, [*(cl.user_session.get("pending") or []), *added])
-    return added
+    return added, (asyncio.create_task(_send_all(outbox)) if outbox else None)
+
+
+async def _send_all(messages: list[cl.Message]) -> None:
+    """Send ``messages`` in order; empties the list."""
+    while messages:
+        await messages.pop(0).send()
 
 
 async def _remember(images: list[dict], pending: list[int]) -> None:
     """Keep the thread's images and those the assistant has not seen yet, in the session and
     in the thread's metadata (Chainlit writes the session only on disconnect).
 
-    The write runs beside the turn, not before it, one after the other per thread;
-    ``_on_message`` waits for it before the turn ends, so nothing is lost.
+    The write runs beside the turn, one after the other per thread, as Chainlit persists the
+    turn's messages: the turn's end (the browser's stop button) does not wait for it; a resume
+    (``_resume``) and the server's shutdown (``_shutdown``) do, so nothing is lost. A write
+    that fails is said in the chat.
     """
     cl.user_session.set("images", images)
     cl.user_session.set("pending", pending)
@@ -402,22 +420,35 @@ async def _remember(images: list[dict], pending: list[int]) -> None:
     metadata = {"images": list(images), "pending": list(pending)}
 
     async def write() -> None:
-        if previous is not None:
-            await previous
-        await STATE.data_layer.update_thread(thread_id, metadata=metadata)
-
-    STATE.writes[thread_id] = asyncio.create_task(write())
-
-
-async def _written() -> None:
-    """Wait for this thread's metadata writes (``_remember``)."""
-    task = STATE.writes.get(cl.context.session.thread_id)
-    if task is not None:
         try:
-            await task
+            if previous is not None:
+                await asyncio.wait([previous])
+            await STATE.data_layer.update_thread(thread_id, metadata=metadata)
+        except LiteVLMError as e:
+            log.error("thread %s: %s", thread_id, e)
+            await _notice(f"{e}" + _hint(e))
+        except Exception as e:
+            log.exception("writing the metadata of thread %s", thread_id)
+            await _notice(f"the thread's images could not be saved ({type(e).__name__}: {e})")
         finally:
-            if STATE.writes.get(cl.context.session.thread_id) is task:
-                del STATE.writes[cl.context.session.thread_id]
+            if STATE.writes.get(thread_id) is task:
+                del STATE.writes[thread_id]
+
+    task = STATE.writes[thread_id] = asyncio.create_task(write())
+
+
+async def _written(thread_id: str) -> bool:
+    """Wait for a thread's metadata writes (``_remember``); whether there were any."""
+    task = STATE.writes.get(thread_id)
+    if task is not None:
+        await asyncio.wait([task])
+    return task is not None
+
+
+@cl.on_app_shutdown
+async def _shutdown() -> None:
+    if STATE.writes:
+        await asyncio.wait(list(STATE.writes.values()))
 
 
 def _hint(e: LiteVLMError) -> str:
@@ -433,16 +464,11 @@ async def _notice(text: str) -> None:
 
 @cl.on_message
 async def _on_message(message: cl.Message) -> None:
-    try:
-        await _turn(message)
-    finally:
-        await _written()
-
-
-async def _turn(message: cl.Message) -> None:
     images: list[dict] = list(cl.user_session.get("images") or [])
-    added = await _accept_uploads(list(message.elements or []), images)
+    added, shown = await _accept_uploads(list(message.elements or []), images)
     question = (message.content or "").strip()
+    if shown and (not question or not added or slides.parse_command(question)):
+        await asyncio.wait([shown])  # what follows is said after it
     if message.elements and not added:
         return  # the question was about attachments that could not be used: said so above
     if command := slides.parse_command(question):  # typed, or a click on a slide thumbnail
@@ -466,22 +492,24 @@ async def _turn(message: cl.Message) -> None:
         elif not message.elements:
             await _notice("Type a question, or attach an image with the paper clip.")
         return
-    await _answer(question, images)
+    await _answer(question, images, shown)
 
 
-async def _answer(question: str, images: list[dict]) -> None:
+async def _answer(question: str, images: list[dict], shown: asyncio.Task | None = None) -> None:
     # The assistant keeps the thread's images (and picks which one a follow-up is about:
     # the latest, "image 1", a file name, "both"); it is given each image once.
     pending = set(cl.user_session.get("pending") or [])
     paths = [Path(im["path"]) for im in images if im["n"] in pending]
     thread_id = cl.context.session.thread_id
     msg = cl.Message(content="", author="litevlm")
+    figures = stream.Figures(msg.id, _figure_elements)
+    action = None  # the per-word attention action the browser has (sent when vision ends)
     try:
         assistant = await STATE.assistant()
         options = _options_for(assistant)
         # Few socket messages per turn: each one costs the browser a re-render (ui/stream.py).
-        steps = stream.TurnSteps(_run_id())
-        tokens = stream.Tokens(msg)
+        steps = stream.TurnSteps(_run_id(), before=shown)
+        tokens = stream.Tokens(msg, before=shown)
         answer = None
         errors: list[str] = []
         vision_calls = attention.VisionCalls()
@@ -494,6 +522,12 @@ async def _answer(question: str, images: list[dict]) -> None:
                     steps.start(ev)
                 elif ev.type == "step_end":
                     await steps.end(ev)
+                    figures.add(ev.figures)
+                    if ev.name == "vision":
+                        backend = STATE.settings.vision.backend
+                        action = await attention.early(
+                            msg.id, vision_calls, images, backend, action
+                        )
                 elif ev.type == "token":
                     tokens.add(ev.text)
                 elif ev.type == "answer":
@@ -505,30 +539,29 @@ async def _answer(question: str, images: list[dict]) -> None:
             await steps.close()  # a tool that never reported its end
     except LiteVLMError as e:
         msg.content = f"⚠ The assistant could not answer: {e}"
-        await _finish(msg)
+        await _finish(msg, figures, {}, shown, action)
         return
     except Exception as e:
         log.exception("answering %r", question[:80])
         msg.content = f"⚠ The assistant failed ({type(e).__name__}: {e}). Try again or rephrase."
-        await _finish(msg)
+        await _finish(msg, figures, {}, shown, action)
         return
     if answer is None:
         text = msg.content or "No answer was produced."
         msg.content = render.answer_markdown(text, [], errors)
-        await _finish(msg)
+        await _finish(msg, figures, {}, shown, action)
         return
     if pending:
         await _remember(images, [])
     msg.content = render.answer_markdown(answer.text, answer.sources, answer.warnings + errors)
     msg.metadata = {"models": answer.models, "timings": answer.timings}
-    msg.elements = [
-        cl.Image(path=str(path), name=name, display="inline")
-        for name, path in answer.figures.items()
-        if Path(path).is_file()
-    ]
-    msg.elements += _measurement_downloads(answer.figures.values())
-    attention.offer(msg, vision_calls, images, STATE.settings.vision.backend)
-    await _finish(msg)
+    attention.offer(msg, vision_calls, images, STATE.settings.vision.backend, action)
+    await _finish(msg, figures, answer.figures, shown)
+
+
+def _figure_elements(name: str, path: str) -> list[Any]:
+    """A figure of the answer, inline, with a measurement's downloads beside its overlay."""
+    return [cl.Image(path=path, name=name, display="inline"), *_measurement_downloads([path])]
 
 
 def _measurement_downloads(figures: Any) -> list[cl.File]:
@@ -543,9 +576,20 @@ def _measurement_downloads(figures: Any) -> list[cl.File]:
     return files
 
 
-async def _finish(msg: cl.Message) -> None:
-    """End the answer: update it when tokens were streamed, else send it whole."""
-    await (msg.update() if msg.created_at else msg.send())
+async def _finish(
+    msg: cl.Message,
+    figures: stream.Figures,
+    shown_figures: dict[str, str],
+    before: asyncio.Task | None,
+    retract: Any = None,
+) -> None:
+    """End the answer: update it when tokens were streamed, else send it whole, with the
+    figures not sent yet (and without the early ones it does not show); ``retract``: an
+    action sent early that a failed answer does not offer."""
+    msg.elements = await figures.finish(shown_figures)
+    if retract is not None:
+        await retract.remove()
+    await stream.after(before, msg.update() if msg.created_at else msg.send())
 
 
 def _options_for(assistant: Any) -> Any:

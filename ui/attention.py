@@ -98,30 +98,50 @@ def _key(p: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the chat side (Chainlit)
 
 
-def offer(msg: Any, calls: VisionCalls, images: list[dict], backend: str) -> None:
+def offer(msg: Any, calls: VisionCalls, images: list[dict], backend: str, sent: Any = None) -> None:
     """On an answer the vision model took part in: the per-word action (for its last vision
-    call), or, from a server backend, the line saying why there is none."""
-    import chainlit as cl
-
+    call), or, from a server backend, the line saying why there is none. ``sent``: the action
+    already sent for ``msg`` while the agent ran (``early``); it is not sent twice."""
     if not calls.calls:
         return
     if backend != "local":
         msg.content += "\n\n" + SERVER_NOTE.format(backend=backend)
         return
-    call = calls.calls[-1]
-    image = _image_for(call, images)
+    act = action(calls, images)
+    if act is not None and (sent is None or sent.payload != act.payload):
+        msg.actions = [*(msg.actions or []), act]
+
+
+def action(calls: VisionCalls, images: list[dict]) -> Any:
+    """The per-word action for the last vision call, or None."""
+    import chainlit as cl
+
+    call = calls.calls[-1] if calls.calls else None
+    image = _image_for(call, images) if call else None
     if image is None:
-        return
-    msg.actions = [
-        *(msg.actions or []),
-        cl.Action(
-            name=OPEN_ACTION,
-            payload=payload_for(call, image),
-            label="Where did the model look, per word?",
-            tooltip="re-run the vision model's answer with its attention read, then pick a word",
-            icon="eye",
-        ),
-    ]
+        return None
+    return cl.Action(
+        name=OPEN_ACTION,
+        payload=payload_for(call, image),
+        label="Where did the model look, per word?",
+        tooltip="re-run the vision model's answer with its attention read, then pick a word",
+        icon="eye",
+    )
+
+
+async def early(
+    for_id: str, calls: VisionCalls, images: list[dict], backend: str, sent: Any
+) -> Any:
+    """When a vision step ends: send its action for the answer ``for_id`` now, while the
+    agent works on (one socket message less after the answer, ui/stream.py); an earlier one
+    for another call is taken back. Returns the action the browser has."""
+    act = action(calls, images) if backend == "local" else None
+    if act is None or (sent is not None and sent.payload == act.payload):
+        return sent
+    if sent is not None:
+        await sent.remove()
+    await act.send(for_id=for_id)
+    return act
 
 
 def register(

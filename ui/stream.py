@@ -8,7 +8,10 @@ after the server had sent it (``benchmarks/ui.py``). So:
 - a tool step is shown once it has run ``STEP_SHOW_S``, or when it ends: a fast step (route,
   header, verify) is one message that carries its input, output and time, not two;
 - streamed tokens go out at most every ``TOKEN_FLUSH_S``. The agent streams only verified text,
-  all at once after verify, so its answer reaches the browser as one message, with its sources.
+  all at once after verify, so its answer reaches the browser as one message, with its sources;
+- figures (and a measurement's downloads) go out as their tool step ends, while the agent
+  works on, not after the answer (``Figures``);
+- the agent does not wait for the upload's own message to be sent (``after`` keeps the order).
 
 What is shown and stored is the same as before: every step with its input, output and time.
 """
@@ -16,6 +19,8 @@ What is shown and stored is the same as before: every step with its input, outpu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import chainlit as cl
@@ -28,24 +33,39 @@ STEP_SHOW_S = 0.25
 TOKEN_FLUSH_S = 0.1
 
 
+async def after(before: asyncio.Task | None, aw: Awaitable[Any]) -> Any:
+    """``aw`` once ``before`` (the upload's own message, still being sent) is done: the chat
+    keeps its order although the agent started without waiting for it."""
+    if before is not None:
+        await asyncio.wait([before])
+    return await aw
+
+
 class _Open:
     """A step that has started: shown by ``task`` once its timer fires."""
 
-    def __init__(self, step: cl.Step, show_after_s: float) -> None:
+    def __init__(self, step: cl.Step, show_after_s: float, before: asyncio.Task | None) -> None:
         self.step = step
+        self.before = before
         self.task: asyncio.Task | None = None
         self.timer = asyncio.get_running_loop().call_later(show_after_s, self._show)
 
     def _show(self) -> None:
-        self.task = asyncio.create_task(self.step.send())
+        self.task = asyncio.create_task(after(self.before, self.step.send()))
 
 
 class TurnSteps:
     """The tool steps of one turn, nested in Chainlit's run step ``parent_id``."""
 
-    def __init__(self, parent_id: str | None, show_after_s: float = STEP_SHOW_S) -> None:
+    def __init__(
+        self,
+        parent_id: str | None,
+        show_after_s: float = STEP_SHOW_S,
+        before: asyncio.Task | None = None,
+    ) -> None:
         self.parent_id = parent_id
         self.show_after_s = show_after_s
+        self.before = before
         # Steps by name, oldest first: one tool may run on two images at once.
         self._open: dict[str, list[_Open]] = {}
 
@@ -53,7 +73,7 @@ class TurnSteps:
         step = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id, show_input="json")
         step.input = render.step_text(ev.input) if ev.input is not None else ""
         step.start = utc_now()
-        self._open.setdefault(ev.name, []).append(_Open(step, self.show_after_s))
+        self._open.setdefault(ev.name, []).append(_Open(step, self.show_after_s, self.before))
 
     async def _take(self, name: str) -> tuple[cl.Step | None, bool]:
         """The step's object and whether the browser has it, once its timer cannot fire."""
@@ -79,7 +99,7 @@ class TurnSteps:
             step.metadata = {"elapsed_s": round(ev.elapsed_s, 3)}
             step.name = f"{ev.name} · {ev.elapsed_s:.2f} s"
         step.end = utc_now()
-        await (step.update() if shown else step.send())
+        await (step.update() if shown else after(self.before, step.send()))
 
     async def close(self) -> None:
         """End the steps that never reported their end (a tool that failed mid-way)."""
@@ -93,8 +113,14 @@ class TurnSteps:
 class Tokens:
     """Streamed text for ``msg``, sent in batches at most every ``flush_after_s``."""
 
-    def __init__(self, msg: cl.Message, flush_after_s: float = TOKEN_FLUSH_S) -> None:
+    def __init__(
+        self,
+        msg: cl.Message,
+        flush_after_s: float = TOKEN_FLUSH_S,
+        before: asyncio.Task | None = None,
+    ) -> None:
         self.msg = msg
+        self.before = before
         self.flush_after_s = flush_after_s
         self._buffer: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -113,6 +139,8 @@ class Tokens:
         async def flush() -> None:
             if previous is not None:
                 await previous
+            if self.before is not None:
+                await asyncio.wait([self.before])
             text, self._buffer = "".join(self._buffer), []
             if text:
                 self.msg.created_at = self.msg.created_at or utc_now()
@@ -132,3 +160,47 @@ class Tokens:
         self.msg.content = (self.msg.content or "") + "".join(self._buffer)
         self._buffer = []
         return self.msg.content
+
+
+class Figures:
+    """The answer's figures, sent for its message ``for_id`` as each tool step ends.
+
+    Each element is a socket message, and one the browser renders while the agent still works
+    costs the reader nothing: sent after the answer, a measurement's overlay and its three
+    downloads kept it waiting about 200 ms more (``benchmarks/ui.py``). The browser keeps
+    elements by the message they are for, so they show once the answer arrives. A figure the
+    answer does not show in the end (its tool's result was not used) is removed again.
+    ``elements_for(name, path)`` makes the elements of one figure.
+    """
+
+    def __init__(self, for_id: str, elements_for: Callable[[str, str], list[Any]]) -> None:
+        self.for_id = for_id
+        self.elements_for = elements_for
+        self.sent: dict[str, list[Any]] = {}  # by path
+        self._tasks: list[asyncio.Task] = []
+
+    def add(self, figures: dict[str, Any]) -> None:
+        for name, path in ((k, str(v)) for k, v in figures.items()):
+            if path in self.sent or not Path(path).is_file():
+                continue
+            self.sent[path] = self.elements_for(name, path)
+            for el in self.sent[path]:
+                self._tasks.append(asyncio.create_task(el.send(for_id=self.for_id)))
+
+    async def finish(self, figures: dict[str, Any]) -> list[Any]:
+        """The elements still to send with the answer for ``figures``; the early ones that
+        are not among them are removed."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        figures = {k: str(v) for k, v in figures.items()}
+        shown = set(figures.values())
+        for path, elements in self.sent.items():
+            if path not in shown:
+                for el in elements:
+                    await el.remove()
+        return [
+            el
+            for name, path in figures.items()
+            if path not in self.sent and Path(path).is_file()
+            for el in self.elements_for(name, path)
+        ]
