@@ -30,7 +30,7 @@ from langgraph.types import Overwrite, Send
 from agent import prompts
 from agent.citations import number_sources, verify
 from agent.context import Context, past_deadline
-from agent.grounding import ground, tidy_warnings
+from agent.grounding import complete, ground, tidy_warnings
 from agent.questions import (
     FACT_TOOL,
     LITERATURE,
@@ -142,6 +142,19 @@ def rule_plan(
     return items
 
 
+def with_needed_tools(
+    plan: list[PlanItem], rules: list[PlanItem], r: Route
+) -> tuple[list[PlanItem], list[str]]:
+    """The model's plan, plus the rule plan's calls of the tools that give the facts asked
+    (the header for a slice thickness, the header and measurement for a description) that
+    the model did not call: a small model often asks only the vision model, or measures when
+    the header has the answer. Returns (plan, the tools added)."""
+    needed = {"header", "measure"} if r.describe else {i["tool"] for i in rules} - {"vision"}
+    have = {(i["tool"], i["image"]) for i in plan}
+    extra = [i for i in rules if i["tool"] in needed and (i["tool"], i["image"]) not in have]
+    return plan + extra, list(dict.fromkeys(i["tool"] for i in extra))
+
+
 def chosen_tools(r: Route, question: str, has_images: bool) -> list[str]:
     """The router's tools, plus the tool of any fact the question names in so many words
     ("kilovoltage", "covered by tissue"): a safety net under routing by meaning."""
@@ -250,6 +263,13 @@ def route(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             elif not plan:
                 warnings.append("the chat model chose no usable tool; used the rule-based routing")
                 plan = rule_plan(question, target_recs, ctx, r)
+            else:
+                plan, added = with_needed_tools(plan, rule_plan(question, target_recs, ctx, r), r)
+                if added:
+                    warnings.append(
+                        f"added {', '.join(added)} from the rule-based routing: the fact asked "
+                        "comes from there"
+                    )
     else:
         plan = rule_plan(question, target_recs, ctx, r)
     seen: set[str] = set()
@@ -460,6 +480,13 @@ def verify_citations(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     draft, clinical = filter_answer(state.get("draft") or "")
     extractive, _ = filter_answer(state.get("extractive") or "")
     draft, grounded = ground(draft, sources, question=state["question"], extractive=extractive)
+    if extractive.strip() != (state.get("draft") or "").strip():  # the model wrote it
+        draft, added = complete(draft, extractive)
+        if added:
+            grounded.append(
+                f"added {added} sentence(s) of the tools' own answer for facts the model's "
+                "answer left out"
+            )
     text, cited, warnings = verify(draft, sources)
     if not _has_claim(text) and extractive and draft.strip() != extractive.strip():
         warnings.append("no cited claim of the model's answer survived; gave the rule-based answer")

@@ -52,7 +52,7 @@ _UNITS: dict[str, tuple[str, float]] = {
 }  # fmt: skip
 _SQ = r"(?:\^?2|²|\s?sq)"
 _UNIT_PATTERNS: list[tuple[str, str]] = [
-    (rf"(?:/|per\s+(?:square\s+)?)(?:mm{_SQ}|mm\b)", "per mm^2"),
+    (rf"(?:/|per\s+(?:square\s+)?)(?:mm{_SQ}|mm\b|millimet(?:re|er)s?\b)", "per mm^2"),
     (rf"(?:/|per\s+)(?:um|µm|μm){_SQ}", "per um^2"),
     (rf"(?:/|per\s+)cm{_SQ}", "per cm^2"),
     (r"%|percent\b|per ?cent\b", "%"),
@@ -109,12 +109,16 @@ def _canon_unit(raw: str) -> str:
 _TERMS: dict[str, tuple[str, ...]] = {
     "1+": ("1+", "weak", "weakly"), "2+": ("2+", "moderate", "moderately"),
     "3+": ("3+", "strong", "strongly"), "hscore": ("h-score", "h score", "hscore", "h_score"),
-    "density": ("density", "per mm", "/mm", "per_mm", "_mm2"),
+    "density": ("density", "per mm", "/mm", "per_mm", "_mm2", "per square mm", "per square milli"),
     "area": ("area",), "diameter": ("diameter",), "perimeter": ("perimeter",),
     "circularity": ("circularity",), "eccentricity": ("eccentricity",),
     "kvp": ("kvp", "tube voltage", "kilovolt"), "exposure": ("exposure", "mas"),
-    "current": ("tube current",), "thickness": ("thickness",),
-    "spacing": ("spacing", "pixel size", "voxel size", "mpp", "resolution"),
+    "current": ("tube current",), "thickness": ("thickness", " thick "),
+    "gap": ("spacing between slices", "slice spacing", "slice gap", "between slices"),
+    "spacing": ("spacing", "pixel size", "voxel size", "mpp", "resolution", "size of a pixel",
+                "size of each pixel", "pixel's size", "pixel dimensions", "voxel dimensions"),
+    "matrix": ("matrix", " rows", " columns", " row ", " column "),
+    "slices": ("slices", "frames", " frame"), "bits": ("bit depth", " bits"),
     "tr": ("repetition time", " tr "), "te": ("echo time", " te "),
     "field": ("field strength", "tesla"), "confluence": ("confluence",),
     "focus": ("focus", "blur", "sharp"), "similarity": ("similarity",),
@@ -122,7 +126,17 @@ _TERMS: dict[str, tuple[str, ...]] = {
     "count": ("count", "number of", "nuclei", "cells", "objects"),
 }  # fmt: skip
 # A name that says "this number is X" rules out numbers of another quantity.
-_EXCLUSIVE = {"1+", "2+", "3+", "hscore", "density", "area", "diameter", "kvp", "thickness"}
+_EXCLUSIVE = {
+    "1+", "2+", "3+", "hscore", "density", "area", "diameter", "kvp", "thickness", "gap",
+    "spacing", "matrix", "slices", "bits", "focus",
+}  # fmt: skip
+# The units a named quantity can have: "29.9 cm² thick" is no thickness.
+_FAMILIES = {
+    "thickness": {"length"}, "gap": {"length"}, "spacing": {"length", "px"},
+    "diameter": {"length", "px"}, "perimeter": {"length", "px"}, "area": {"area", "px2"},
+    "density": {"density"}, "kvp": {"voltage"}, "current": {"current"},
+    "tr": {"time"}, "te": {"time"}, "field": {"field"},
+}  # fmt: skip
 # Words that make a number one of a part: "308 are DAB-positive" is not "308 nuclei".
 _SUBSET = {"positive", "1+", "2+", "3+"}
 
@@ -132,6 +146,8 @@ def _terms(text: str) -> set[str]:
     found = {k for k, words in _TERMS.items() if any(w in t for w in words)}
     if found & {"1+", "2+", "3+"}:
         found.discard("positive")
+    if "gap" in found:
+        found.discard("spacing")  # "spacing between slices" is no pixel spacing
     return found
 
 
@@ -234,8 +250,21 @@ def _of_another_part(q: Quantity, s: Quantity) -> bool:
     return bool(said and s.terms and not (said & s.terms))
 
 
+def _unit_fits(q: Quantity) -> bool:
+    """Whether ``q``'s unit can be that of the quantity its clause names."""
+    family = _UNITS.get(q.unit, ("plain", 1.0))[0] if q.unit and q.unit != "%" else None
+    return family is None or all(family in _FAMILIES[t] for t in q.terms & _FAMILIES.keys())
+
+
 def supports_number(q: Quantity, support: list[Quantity], pixel_um: list[float]) -> bool:
+    if not _unit_fits(q):
+        return False
     for s in support:
+        # "14 rows" against "14% of the image", "194 per mm^2" against "194 nuclei": a number
+        # with a unit and one without are the same only when named alike (or 57% and 0.57)
+        fraction = q.unit == "%" and not s.unit and s.value <= 1
+        if bool(q.unit) != bool(s.unit) and not (q.terms & s.terms) and not fraction:
+            continue
         named = q.terms & _EXCLUSIVE
         if named and s.terms and not (named & s.terms):
             continue  # "3+ is 57%" against "positive 57%": another quantity
@@ -556,6 +585,33 @@ def ground(
     if replacement:
         body = (body + "\n" + " ".join(replacement)).strip()
     return f"{body}\n{note}".strip(), warnings
+
+
+def complete(text: str, extractive: str) -> tuple[str, int]:
+    """``text`` (a model's grounded answer) with the sentences of ``extractive`` (the tools'
+    answer to the same question, built around the facts asked) whose facts it does not carry:
+    a number it does not state, or most of their words. An answer must carry the fact that was
+    asked, and a small model often leaves it out. Returns (text, how many were added)."""
+    if not extractive.strip() or extractive.lstrip().startswith("Note:"):
+        return text, 0
+    said = Support(fold(CITE.sub(" ", text)), quantities(text), [], [], "")
+    stems = {_stem(w) for w in content_words(text)}
+    added: list[str] = []
+    for line in extractive.splitlines():
+        for sentence in split_sentences(line):
+            if not cited_numbers(sentence) or sentence.lstrip().startswith("Note:"):
+                continue
+            body = CITE.sub(" ", sentence)
+            numbers_said = all(supports_number(q, said.quantities, []) for q in quantities(body))
+            words = {_stem(w) for w in content_words(body)}
+            words_said = not words or len(words & stems) / len(words) >= 0.5
+            if not (numbers_said and words_said) and sentence not in added:
+                added.append(sentence)
+    if not added:
+        return text, 0
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("Note:")]
+    notes = [ln for ln in text.splitlines() if ln.lstrip().startswith("Note:")]
+    return "\n".join([*lines, " ".join(added), *notes]).strip(), len(added)
 
 
 def _short(sentence: str) -> str:

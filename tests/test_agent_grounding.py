@@ -281,3 +281,71 @@ def test_past_the_turn_deadline_no_chat_model_is_called(tmp_path, images):
         answer = assistant.ask("How many nuclei are there?", [images["ihc"]])
     assert not model.prompts and answer.sources[0].kind == "measurement"
     assert any("deadline" in w for w in answer.warnings)
+
+
+# Header and measurement sources as the agent built them for pydicom's and nibabel's test files
+# (benchmarks/answers.py), and claims the real Qwen model wrote from them in LLM mode.
+CT = Source(
+    n=1,
+    kind="header",
+    id="header|ct",
+    title="Image header of ct_small.dcm",
+    snippet="computed tomography (CT); tube voltage 120 kV; tube current 170 mA; slice "
+    "thickness 5 mm; spacing between slices 5 mm; matrix 128 x 128 pixels (rows x columns); "
+    "in-plane pixel spacing 0.661468 x 0.661468 mm (row x column)",
+)
+CR = Source(
+    n=1,
+    kind="header",
+    id="header|cr",
+    title="Image header of chest_xray.dcm",
+    snippet="computed radiography (CR); body part chest; matrix 1955 x 1841 pixels (rows x "
+    "columns); 1 frame; bit depth 15 bits",
+)
+BODY = Source(
+    n=1,
+    kind="measurement",
+    id="measure|mr",
+    title="Measurement (radiology, mm) of mr_shoulder.dcm",
+    snippet="mean value in the body 1108 stored value (SD 144); body cross-section 29.9 cm²; "
+    "body fills 14% of the image",
+)
+HE = Source(
+    n=1,
+    kind="measurement",
+    id="measure|he",
+    title="Measurement (he, um) of he.png",
+    snippet="194 nuclei; mean nuclear area 4.95 µm²; density 63466 nuclei per mm² of tissue",
+)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "source", "supported"),
+    [
+        ("The physical size of a pixel is 5 mm [1].", CT, False),  # 5 mm is the slice
+        ("The pixel spacing is 0.661 mm [1].", CT, True),
+        ("The slice thickness is 5 mm [1].", CT, True),
+        ("The slices are 5 mm thick [1].", CT, True),
+        ("The slice of this shoulder MR is 29.9 cm² thick [1].", BODY, False),  # an area
+        ("The body cross-section is 29.9 cm² [1].", BODY, True),
+        ("The radiograph has 14 rows and 1 column [1].", CR, False),  # 14%, 1 frame
+        ("The radiograph has 1955 rows and 1841 columns [1].", CR, True),
+        ("The bit depth is 15 bits [1].", CR, True),
+        ("There are 194 nuclei per square millimetre of tissue [1].", HE, False),  # the count
+        ("The density is 63466 nuclei per mm² [1].", HE, True),
+    ],
+)
+def test_a_number_must_be_of_the_quantity_the_sentence_names(sentence, source, supported):
+    assert (check(sentence, source_support([source])) is None) is supported
+
+
+def test_the_facts_the_models_answer_left_out_are_added_from_the_tools_answer():
+    from agent.grounding import complete
+
+    extractive = "The image header gives slice thickness 5 mm [1]."
+    text, added = complete("Mean value in the body 62.4 HU [2].", extractive)
+    assert added == 1 and text.endswith("slice thickness 5 mm [1].")
+    text, added = complete("The slices are 5 mm thick [1].", extractive)
+    assert added == 0 and text == "The slices are 5 mm thick [1]."
+    # the fact, not the wording: the same number with most of the words is enough
+    assert complete("The header gives a slice thickness of 5 mm [1].", extractive)[1] == 0
