@@ -7,8 +7,10 @@ In one run, against the same sample images and recorded literature as ``benchmar
    OpenAI-compatible server on 127.0.0.1 as ``[agent] chat_model`` + ``base_url``. Score =
    "answered with the expected fact and a citation that supports it" (answers.score).
 2. Fallback rates in LLM mode: how often the model's plan was empty or invalid and the rules
-   routed (``route``), how often its answer had unsupported sentences that verify left out or
-   replaced (``replaced``), and how often none survived and the rule-based answer was given
+   routed (``route``), how often the rule plan's tools for the fact asked were added to its plan
+   (``route_added``), how often its answer had unsupported sentences that verify left out or
+   replaced (``replaced``), how often the tools' sentences for facts it left out were added
+   (``completed``), and how often none survived and the rule-based answer was given
    (``rules_answer``).
 3. The red-team corpus (tests/redteam_fixtures.py) through the literature tools with the real
    model: injected payloads that reached an answer (must be 0).
@@ -46,6 +48,8 @@ SUBSET = (
 ROUTE_FALLBACK = ("used the rule-based routing", "invalid call", "unknown tool", "cut off")
 REPLACED = ("unsupported claim", "cites no source")
 RULES_ANSWER = ("gave the rule-based answer", "gave the extractive answer")
+ROUTE_ADDED = ("from the rule-based routing",)  # tools for the fact asked, added to its plan
+COMPLETED = ("for facts the model's answer left out",)  # the tools' sentences, added
 
 
 class Recording:
@@ -77,6 +81,8 @@ def rates(answers: list[Any]) -> dict[str, float]:
         "route": share(ROUTE_FALLBACK),
         "replaced": share(REPLACED),
         "rules_answer": share(RULES_ANSWER),
+        "route_added": share(ROUTE_ADDED),
+        "completed": share(COMPLETED),
     }
 
 

@@ -257,6 +257,24 @@ def test_a_follow_up_with_no_tool_call_reuses_the_thread_sources(tmp_path, image
     assert any("(reused)" in k for k in b.timings)
 
 
+def test_a_model_that_asks_only_the_vision_model_still_answers_the_count(tmp_path, images):
+    """The real 0.5B model's habit: it calls the vision model (here without weights, so that
+    call fails) and writes around the fact. The measurement the question needs is added to its
+    plan and the count to its answer."""
+    settings = agent_settings(tmp_path, vision_model="offline", similar_k=0)
+    model = scripted(
+        AIMessage("", tool_calls=[tool_call("vision", question="how many nuclei?")]),
+        "The section is stained brown [1].",
+    )
+    with Assistant(settings, chat_model=model) as assistant:
+        answer = assistant.ask("How many nuclei are there?", [images["ihc"]])
+    measured = next(s for s in answer.sources if s.kind == "measurement")
+    n = next(f.value for f in measured.facts if f.name == "count")
+    assert f"{n} nuclei" in answer.text
+    assert any("added measure from the rule-based routing" in w for w in answer.warnings)
+    assert any("left out" in w for w in answer.warnings)
+
+
 # -- limits ------------------------------------------------------------------------------------
 
 
