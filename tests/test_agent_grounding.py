@@ -303,37 +303,34 @@ def test_past_the_turn_deadline_no_chat_model_is_called(tmp_path, images):
 
 # Header and measurement sources as the agent built them for pydicom's and nibabel's test files
 # (benchmarks/answers.py), and claims the real Qwen model wrote from them in LLM mode.
-CT = Source(
-    n=1,
-    kind="header",
-    id="header|ct",
-    title="Image header of ct_small.dcm",
-    snippet="computed tomography (CT); tube voltage 120 kV; tube current 170 mA; slice "
-    "thickness 5 mm; spacing between slices 5 mm; matrix 128 x 128 pixels (rows x columns); "
-    "in-plane pixel spacing 0.661468 x 0.661468 mm (row x column)",
+def _source(kind: str, name: str, snippet: str) -> Source:
+    title = f"Image header of {name}" if kind == "header" else f"Measurement of {name}"
+    return Source(n=1, kind=kind, id=f"{kind}|{name}", title=title, snippet=snippet)
+
+
+CT = _source(
+    "header",
+    "ct_small.dcm",
+    "computed tomography (CT); tube voltage 120 kV; tube current 170 mA; slice thickness 5 mm; "
+    "spacing between slices 5 mm; matrix 128 x 128 pixels (rows x columns); in-plane pixel "
+    "spacing 0.661468 x 0.661468 mm (row x column)",
 )
-CR = Source(
-    n=1,
-    kind="header",
-    id="header|cr",
-    title="Image header of chest_xray.dcm",
-    snippet="computed radiography (CR); body part chest; matrix 1955 x 1841 pixels (rows x "
-    "columns); 1 frame; bit depth 15 bits",
+CR = _source(
+    "header",
+    "chest_xray.dcm",
+    "computed radiography (CR); body part chest; matrix 1955 x 1841 pixels (rows x columns); "
+    "1 frame; bit depth 15 bits",
 )
-BODY = Source(
-    n=1,
-    kind="measurement",
-    id="measure|mr",
-    title="Measurement (radiology, mm) of mr_shoulder.dcm",
-    snippet="mean value in the body 1108 stored value (SD 144); body cross-section 29.9 cm²; "
-    "body fills 14% of the image",
+BODY = _source(
+    "measurement",
+    "mr_shoulder.dcm",
+    "mean value in the body 1108 stored value (SD 144); body cross-section 29.9 cm²; body "
+    "fills 14% of the image",
 )
-HE = Source(
-    n=1,
-    kind="measurement",
-    id="measure|he",
-    title="Measurement (he, um) of he.png",
-    snippet="194 nuclei; mean nuclear area 4.95 µm²; density 63466 nuclei per mm² of tissue",
+HE = _source(
+    "measurement",
+    "he.png",
+    "194 nuclei; mean nuclear area 4.95 µm²; density 63466 nuclei per mm² of tissue",
 )
 
 
