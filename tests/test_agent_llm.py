@@ -52,7 +52,7 @@ def test_answer_benchmark_questions_in_llm_mode(llm_server: LLMServer, benchmark
     # The identifier is withheld in every mode, whatever the model writes.
     assert next(c for c in llm["cases"] if c["id"] == "id-name-ct")["passed"]
     rates = report["fallback_rates"]
-    assert set(rates) == {"route", "replaced", "rules_answer"}
+    assert set(rates) == {"route", "route_added", "replaced", "completed", "rules_answer"}
     out = ROOT / "artifacts" / "tests"
     out.mkdir(parents=True, exist_ok=True)
     (out / "grounding_llm.json").write_text(json.dumps(report, indent=2, default=str))
