@@ -137,7 +137,9 @@ def send(page: Any, text: str) -> int:
     page.fill(COMPOSER, text)
     page.wait_for_selector("#chat-submit:not([disabled])", timeout=120_000)
     before = page.locator(ASSISTANT).count()
-    page.click("#chat-submit")
+    # The button can turn disabled again for a while (the chat still taking in the last turn's
+    # end on a loaded machine): the click waits for it to be enabled, as long as the rest waits.
+    page.click("#chat-submit", timeout=120_000)
     return before
 
 
