@@ -144,10 +144,13 @@ def send(page: Any, text: str) -> int:
 
 
 # The stop button appears only once Chainlit has seen the thread's first interaction, which can
-# come after the uploaded image's own message; so the last message must be past that one.
+# come after the uploaded image's own message, or, on a loaded machine, after a fast turn's end;
+# the chat then moves to /thread/<id>, and text typed before that move can be lost. So the last
+# message must be past the image's, and the chat at its thread's address.
 _TURN_ENDED = """(n) => {
   const m = [...document.querySelectorAll("[data-step-type='assistant_message']")];
   return m.length > n && !document.querySelector("#stop-button")
+    && location.pathname.startsWith("/thread/")
     && !/^Image \\d+: /.test(m[m.length - 1].innerText.trim());
 }"""
 
