@@ -339,9 +339,6 @@ def source_support(sources: list[Source], wording: dict[int, str] | None = None)
             r"pixel (?:size|spacing)[^\d]{0,20}(\d+(?:\.\d+)?)\s*(um|µm|μm|mm)", text, re.I
         ):
             pixel.append(float(m.group(1)) * (1000.0 if m.group(2) == "mm" else 1.0))
-        m = re.search(r"\((?:\w+), um\)", s.title)
-        if m:
-            pass  # units already in um; no conversion needed
     joined = " ".join(parts)
     sentences = [x for p in parts for x in re.split(r"(?<=[.!?;])\s+", p) if x.strip()]
     return Support(fold(joined), qs, pixel, sentences, fold(" ".join(evidence)))

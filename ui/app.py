@@ -561,19 +561,18 @@ async def _answer(question: str, images: list[dict], shown: asyncio.Task | None 
 
 def _figure_elements(name: str, path: str) -> list[Any]:
     """A figure of the answer, inline, with a measurement's downloads beside its overlay."""
-    return [cl.Image(path=path, name=name, display="inline"), *_measurement_downloads([path])]
+    return [cl.Image(path=path, name=name, display="inline"), *_measurement_downloads(path)]
 
 
-def _measurement_downloads(figures: Any) -> list[cl.File]:
+def _measurement_downloads(figure: str) -> list[cl.File]:
     """The object table, label TIFF and QuPath GeoJSON written beside a measurement overlay."""
     from tools.measure.exports import sidecar_paths
 
-    files = []
-    for fig in figures:
-        for path in sidecar_paths(fig).values():
-            if path.is_file():
-                files.append(cl.File(path=str(path), name=path.name, display="inline"))
-    return files
+    return [
+        cl.File(path=str(path), name=path.name, display="inline")
+        for path in sidecar_paths(figure).values()
+        if path.is_file()
+    ]
 
 
 async def _finish(
