@@ -293,6 +293,9 @@ def test_runtime_folder_carries_config_markdown_and_upload_limit(tmp_path):
     assert "max_size_mb = 7" in config
     assert "not a medical device" in (root / "chainlit.md").read_text()
     assert (root / "public" / "litevlm.css").is_file()
+    # The chat's socket messages are handed over in batches (tests/test_ui_socket_batch.py).
+    assert 'custom_js = "/public/socket_batch.js"' in config
+    assert (root / "public" / "socket_batch.js").is_file()
 
 
 def test_chat_help_lists_host_and_port():

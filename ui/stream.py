@@ -11,7 +11,9 @@ after the server had sent it (``benchmarks/ui.py``). So:
   all at once after verify, so its answer reaches the browser as one message, with its sources;
 - figures (and a measurement's downloads) go out as their tool step ends, while the agent
   works on, not after the answer (``Figures``);
-- the agent does not wait for the upload's own message to be sent (``after`` keeps the order).
+- the agent does not wait for the upload's own message to be sent (``after`` keeps the order);
+- the browser hands the messages that arrived while it was busy to the chat together, one
+  re-render for all (``ui/public/socket_batch.js``).
 
 What is shown and stored is the same as before: every step with its input, output and time.
 """
