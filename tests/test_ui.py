@@ -85,6 +85,35 @@ def test_sqlite_layer_creates_its_schema_and_round_trips_a_thread(tmp_path):
     assert [t["id"] for t in listed] == ["t-1"]
 
 
+def test_writes_fired_as_tasks_keep_their_order_and_reads_wait_for_them(tmp_path):
+    """Chainlit fires a step's start and end (both upserts) and its elements as tasks; they run
+    in the order made, after the messages they go with, and a read right after sees them."""
+    from chainlit.context import init_http_context
+
+    layer = LiteVLMDataLayer.from_settings(load_settings(data_dir=tmp_path))
+
+    async def run():
+        ids = await _fill(layer)
+        init_http_context()
+        base = {"threadId": ids["thread"], "streaming": False, "type": "tool", "name": "measure"}
+        fired = []  # as Step.send, then Step.update: two tasks each, not awaited
+        for i in range(5):
+            start, end = {**base, "id": f"s{i}", "output": "running"}, {"output": f"{i} cells"}
+            fired.append(asyncio.create_task(layer.create_step(start)))
+            fired.append(asyncio.create_task(layer.update_step({**start, **end})))
+        await asyncio.sleep(0)
+        before = await layer.execute_sql('SELECT "id" FROM steps WHERE "type" = \'tool\'', {})
+        thread = await layer.get_thread(ids["thread"])  # waits for the writes started
+        await layer.written()
+        await layer.close()
+        return before, thread
+
+    before, thread = asyncio.run(run())
+    assert before == []  # not run yet: the messages they go with leave first
+    tools = {s["id"]: s["output"] for s in thread["steps"] if s["type"] == "tool"}
+    assert tools == {f"s{i}": f"{i} cells" for i in range(5)}  # the end, never the start
+
+
 def test_thread_list_is_chainlits_page_without_reading_steps_and_the_database_uses_wal(tmp_path):
     from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
     from chainlit.types import Pagination, ThreadFilter
@@ -373,6 +402,32 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
         ("update", "measure"),
     ]
     assert [s for s in sent if s[0] == "token"] == [("token", "a"), ("token", "bc")]
+
+    # A step's end waits for what follows it (the answer flushes), or goes after hold_s.
+    sent.clear()
+
+    async def held() -> list[list[tuple[str, str]]]:
+        init_http_context()
+        steps = stream.TurnSteps("run", show_after_s=10, hold_s=10)
+        seen = []
+        for name in ("synthesise", "verify"):
+            steps.start(ev(name))
+            await steps.end(ev(name))
+            await asyncio.sleep(0.02)
+            seen.append(list(sent))
+        await steps.flush()
+        seen.append(list(sent))
+        soon = stream.TurnSteps("run", show_after_s=10, hold_s=0.01)
+        soon.start(ev("header"))
+        await soon.end(ev("header"))
+        while len(sent) < 3:  # sent without a flush, once its hold is over
+            await asyncio.sleep(0.01)
+        return [*seen, list(sent)]
+
+    seen = asyncio.run(held())
+    assert seen[:2] == [[], []]
+    assert seen[2] == [("send", "synthesise · 0.01 s"), ("send", "verify · 0.01 s")]
+    assert seen[3][-1] == ("send", "header · 0.01 s")
 
 
 def test_figures_go_out_as_their_step_ends_and_the_upload_message_keeps_its_place(tmp_path):

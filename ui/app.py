@@ -13,11 +13,13 @@ who the user is. Research use only, not a medical device.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,7 @@ def _register_files_route() -> None:
     async def serve_file(object_key: str, user: Any = Depends(get_current_user)) -> FileResponse:
         if user is None:
             raise HTTPException(status_code=401, detail="Unauthorized")
+        await STATE.data_layer.written()  # an element sent a moment ago
         query = (
             'SELECT t."userIdentifier" AS owner, e."mime" AS mime FROM elements e '
             'JOIN threads t ON t."id" = e."threadId" WHERE e."objectKey" = :k'
@@ -264,16 +267,16 @@ def _safe_name(name: str) -> str:
 def _load_and_store(
     src: Path | list[tuple[Path, str]], name: str, dest_dir: Path, n: int
 ) -> tuple[dict, Any]:
-    """Load an upload, keep it (once) and a PNG preview; return the image record and the load.
+    """Load an upload and keep it (once); return the image record and the load. The chat's
+    PNG preview (``record["preview"]``) is written by ``_send_all``, beside the agent's start.
 
     The upload is hard-linked out of Chainlit's session folder (which Chainlit empties when
     the session ends), or moved where links do not work: one file on disk per image, not a
-    copy. A file that does not load is deleted, with its preview.
+    copy. A file that does not load is deleted.
     """
     from tools.images import load_image
 
     dest_dir.mkdir(parents=True, exist_ok=True)
-    preview_path = dest_dir / f"{n}-preview.png"
     if isinstance(src, list):  # the instances of one DICOM WSI
         stored = slides.store_dicom_slide(src, dest_dir / f"{n}-dicom-slide")
     else:
@@ -289,17 +292,17 @@ def _load_and_store(
             shutil.move(src, stored)
     try:
         loaded = load_image(stored, max_pixels=STATE.settings.measure.max_pixels)
-        render.save_preview(loaded.image, preview_path)
     except BaseException:
         if stored.is_dir():
             shutil.rmtree(stored, ignore_errors=True)
-        for p in (stored, preview_path, *([] if isinstance(src, list) else [src])):
+        for p in (stored, *([] if isinstance(src, list) else [src])):
             if p == src and not is_session_upload(p):
                 continue
             if p.is_file():
                 p.unlink(missing_ok=True)
         raise
-    record = {"n": n, "name": name, "path": str(stored), "preview": str(preview_path)}
+    preview = dest_dir / f"{n}-preview.png"
+    record = {"n": n, "name": name, "path": str(stored), "preview": str(preview)}
     return record, loaded
 
 
@@ -328,10 +331,11 @@ async def _accept_uploads(
         and slides.is_dicom_slide_file(Path(el.path), el.name or "")
     ]  # fmt: skip
     grouped: set[Path] = set()
-    outbox: list[cl.Message] = []  # this turn's messages about its uploads, in order
+    # This turn's messages about its uploads, in order, each with what to write before it.
+    outbox: list[tuple[cl.Message, Callable[[], Any] | None]] = []
 
     def notice(text: str) -> None:
-        outbox.append(cl.Message(content=f"⚠ {text}", author="litevlm"))
+        outbox.append((cl.Message(content=f"⚠ {text}", author="litevlm"), None))
 
     for el in elements:
         name = el.name or "upload"
@@ -377,6 +381,7 @@ async def _accept_uploads(
         added.append(n)
         meta = dict(loaded.metadata)
         if slides.is_slide(loaded):
+            del record["preview"]  # a slide is shown by its thumbnail (slides.show_slide)
             await _send_all(outbox)
             await slides.show_slide(record, loaded, name, render.metadata_table)
             continue
@@ -392,16 +397,25 @@ async def _accept_uploads(
                 display="side",
             ),
         ]
-        outbox.append(cl.Message(content=text, elements=elements, author="litevlm"))
+        write_preview = functools.partial(render.save_preview, loaded.image, record["preview"])
+        message = cl.Message(content=text, elements=elements, author="litevlm")
+        outbox.append((message, write_preview))
     if added:
         await _remember(images, [*(cl.user_session.get("pending") or []), *added])
     return added, (asyncio.create_task(_send_all(outbox)) if outbox else None)
 
 
-async def _send_all(messages: list[cl.Message]) -> None:
-    """Send ``messages`` in order; empties the list."""
+async def _send_all(messages: list[tuple[cl.Message, Callable[[], Any] | None]]) -> None:
+    """Send ``messages`` in order, each once what it shows is written; empties the list."""
     while messages:
-        await messages.pop(0).send()
+        msg, prepare = messages.pop(0)
+        if prepare is not None:
+            try:
+                await asyncio.to_thread(prepare)
+            except Exception:  # the image itself loaded: its message goes without the preview
+                log.exception("writing a preview")
+                msg.elements = [el for el in msg.elements if not isinstance(el, cl.Image)]
+        await msg.send()
 
 
 async def _remember(images: list[dict], pending: list[int]) -> None:
@@ -449,6 +463,7 @@ async def _written(thread_id: str) -> bool:
 async def _shutdown() -> None:
     if STATE.writes:
         await asyncio.wait(list(STATE.writes.values()))
+    await STATE.data_layer.written()
 
 
 def _hint(e: LiteVLMError) -> str:
@@ -504,11 +519,11 @@ async def _answer(question: str, images: list[dict], shown: asyncio.Task | None 
     msg = cl.Message(content="", author="litevlm")
     figures = stream.Figures(msg.id, _figure_elements)
     action = None  # the per-word attention action the browser has (sent when vision ends)
+    # Few socket messages per turn: each one costs the browser a re-render (ui/stream.py).
+    steps = stream.TurnSteps(_run_id(), before=shown)
     try:
         assistant = await STATE.assistant()
         options = _options_for(assistant)
-        # Few socket messages per turn: each one costs the browser a re-render (ui/stream.py).
-        steps = stream.TurnSteps(_run_id(), before=shown)
         tokens = stream.Tokens(msg, before=shown)
         answer = None
         errors: list[str] = []
@@ -536,27 +551,26 @@ async def _answer(question: str, images: list[dict], shown: asyncio.Task | None 
                     errors.append(ev.text or ev.name)
         finally:
             await tokens.finish()
-            await steps.close()  # a tool that never reported its end
     except LiteVLMError as e:
         msg.content = f"⚠ The assistant could not answer: {e}"
-        await _finish(msg, figures, {}, shown, action)
+        await _finish(msg, figures, steps, {}, shown, action)
         return
     except Exception as e:
         log.exception("answering %r", question[:80])
         msg.content = f"⚠ The assistant failed ({type(e).__name__}: {e}). Try again or rephrase."
-        await _finish(msg, figures, {}, shown, action)
+        await _finish(msg, figures, steps, {}, shown, action)
         return
     if answer is None:
         text = msg.content or "No answer was produced."
         msg.content = render.answer_markdown(text, [], errors)
-        await _finish(msg, figures, {}, shown, action)
+        await _finish(msg, figures, steps, {}, shown, action)
         return
     if pending:
         await _remember(images, [])
     msg.content = render.answer_markdown(answer.text, answer.sources, answer.warnings + errors)
     msg.metadata = {"models": answer.models, "timings": answer.timings}
     attention.offer(msg, vision_calls, images, STATE.settings.vision.backend, action)
-    await _finish(msg, figures, answer.figures, shown)
+    await _finish(msg, figures, steps, answer.figures, shown)
 
 
 def _figure_elements(name: str, path: str) -> list[Any]:
@@ -578,16 +592,19 @@ def _measurement_downloads(figure: str) -> list[cl.File]:
 async def _finish(
     msg: cl.Message,
     figures: stream.Figures,
+    steps: stream.TurnSteps,
     shown_figures: dict[str, str],
     before: asyncio.Task | None,
     retract: Any = None,
 ) -> None:
     """End the answer: update it when tokens were streamed, else send it whole, with the
     figures not sent yet (and without the early ones it does not show); ``retract``: an
-    action sent early that a failed answer does not offer."""
+    action sent early that a failed answer does not offer. The steps' held ends go just
+    before it, once the figures are out: the browser takes the turn's end in one re-render."""
     msg.elements = await figures.finish(shown_figures)
     if retract is not None:
         await retract.remove()
+    await steps.close()  # also ends a step whose tool never reported its end
     await stream.after(before, msg.update() if msg.created_at else msg.send())
 
 

@@ -18,9 +18,12 @@ Uploaded files and figures are stored on local disk (``<data dir>/ui/files``) by
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+import weakref
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 FILES_ROUTE = "/litevlm/files"
 # How many thread ids the data layer remembers as existing (a few MB at most).
 _KNOWN_THREADS = 10_000
+# How long Chainlit's per-message writes wait before they run (LiteVLMDataLayer._in_order).
+WRITE_DELAY_S = 0.05
 
 # Columns follow chainlit 2.12's StepDict / ElementDict / Feedback: the layer inserts every
 # non-empty key of those dicts, so a missing column loses the whole row.
@@ -271,6 +276,9 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         self.is_server = not url.startswith("sqlite")
         # Threads this process has written: see update_thread.
         self._threads: OrderedDict[str, None] = OrderedDict()
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._write_locks = weakref.WeakKeyDictionary()
+        self._writes: set[asyncio.Task] = set()
         if not self.is_server:
             from sqlalchemy import event
 
@@ -286,13 +294,60 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
                 bind=self.engine, expire_on_commit=False, class_=AsyncSession
             )
 
+    # -- writes: in order, just after the messages they go with
+    async def _in_order(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one of Chainlit's per-message writes ``WRITE_DELAY_S`` later, one at a time,
+        in the order they were made.
+
+        Chainlit starts each write as a task beside the message it sends. Run together, a
+        step's end could be overwritten by its start (both are upserts), and at a turn's end
+        their SQL ran on the event loop ahead of the messages still to reach the browser: the
+        turn's end arrived ~90 ms late (``benchmarks/ui.py``). Reads wait for them (``written``).
+        """
+        task = asyncio.current_task()
+        if task is not None:
+            self._writes.add(task)
+        try:
+            await asyncio.sleep(WRITE_DELAY_S)
+            # One lock per event loop (a lock is bound to its loop; tests run several).
+            lock = self._write_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+            async with lock:
+                return await write()
+        finally:
+            self._writes.discard(task)
+
+    async def written(self) -> None:
+        """Wait for the writes started so far (before a read, or the server's shutdown)."""
+        pending = self._writes - {asyncio.current_task()}
+        if pending:
+            await asyncio.wait(pending)
+
+    async def create_step(self, step_dict: Any) -> None:
+        write = super().create_step
+        await self._in_order(lambda: write(step_dict))
+
+    async def update_step(self, step_dict: Any) -> None:
+        # Chainlit's update_step is its create_step (an upsert) by way of self.create_step,
+        # which would queue behind this very write.
+        write = super().create_step
+        await self._in_order(lambda: write(step_dict))
+
+    async def delete_step(self, step_id: str) -> None:
+        write = super().delete_step
+        await self._in_order(lambda: write(step_id))
+
     async def create_element(self, element: Any) -> None:
         # A user's attachment arrives in Chainlit's session folder; the app keeps the one
         # copy of an accepted image (ui/app.py: moved into uploads/, shown by its preview) and
         # deletes a rejected one. Storing its bytes here as well kept every upload twice more.
         if is_session_upload(getattr(element, "path", None)):
             return
-        await super().create_element(element)
+        write = super().create_element
+        await self._in_order(lambda: write(element))
+
+    async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
+        write = super().delete_element
+        await self._in_order(lambda: write(element_id, thread_id))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiteVLMDataLayer:
@@ -371,6 +426,7 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
     async def get_all_user_threads(
         self, user_id: str | None = None, thread_id: str | None = None
     ) -> list[Any] | None:
+        await self.written()
         threads = await super().get_all_user_threads(user_id=user_id, thread_id=thread_id)
         for thread in threads or []:
             _decode_fields(thread)
@@ -388,6 +444,7 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         from chainlit.types import PageInfo, PaginatedResponse
 
         if filters.search or filters.feedback is not None:
+            await self.written()
             return await super().list_threads(pagination, filters)
         if not filters.userId:
             raise ValueError("userId is required")
@@ -421,12 +478,14 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         )
 
     async def get_step(self, step_id: str) -> Any:
+        await self.written()
         step = await super().get_step(step_id)
         return _decode_fields(step) if step else step
 
     async def get_element(self, thread_id: str, element_id: str) -> Any:
         from sqlalchemy import text
 
+        await self.written()
         # The parent's version json.loads ``props`` unconditionally, which fails on NULL.
         query = 'SELECT "props" FROM elements WHERE "threadId" = :t AND "id" = :e'
         async with self.async_session() as session:

@@ -7,6 +7,8 @@ after the server had sent it (``benchmarks/ui.py``). So:
 
 - a tool step is shown once it has run ``STEP_SHOW_S``, or when it ends: a fast step (route,
   header, verify) is one message that carries its input, output and time, not two;
+- a step's end waits up to ``STEP_HOLD_S`` for the messages after it: the last tool's end,
+  synthesise, verify and the answer travel together;
 - streamed tokens go out at most every ``TOKEN_FLUSH_S``. The agent streams only verified text,
   all at once after verify, so its answer reaches the browser as one message, with its sources;
 - figures (and a measurement's downloads) go out as their tool step ends, while the agent
@@ -33,6 +35,8 @@ from ui import render
 # Below what a person notices as a delay; above what the fast steps take.
 STEP_SHOW_S = 0.25
 TOKEN_FLUSH_S = 0.1
+# How long a step's end may wait for the messages after it (see TurnSteps).
+STEP_HOLD_S = 0.1
 
 
 async def after(before: asyncio.Task | None, aw: Awaitable[Any]) -> Any:
@@ -44,56 +48,98 @@ async def after(before: asyncio.Task | None, aw: Awaitable[Any]) -> Any:
 
 
 class _Open:
-    """A step that has started: shown by ``task`` once its timer fires."""
+    """A step that has started: shown by ``show`` once its timer fires."""
 
-    def __init__(self, step: cl.Step, show_after_s: float, before: asyncio.Task | None) -> None:
+    def __init__(self, step: cl.Step, show_after_s: float, show: Callable[[_Open], None]) -> None:
         self.step = step
-        self.before = before
-        self.task: asyncio.Task | None = None
-        self.timer = asyncio.get_running_loop().call_later(show_after_s, self._show)
-
-    def _show(self) -> None:
-        self.task = asyncio.create_task(after(self.before, self.step.send()))
+        self.shown = False
+        self.timer = asyncio.get_running_loop().call_later(show_after_s, show, self)
 
 
 class TurnSteps:
-    """The tool steps of one turn, nested in Chainlit's run step ``parent_id``."""
+    """The tool steps of one turn, nested in Chainlit's run step ``parent_id``.
+
+    Their messages go out in order through one outbox. A step shown while it runs goes at
+    once; a step's end waits up to ``hold_s`` for the messages that follow it, so that the
+    last tool's end, the synthesise and verify steps and the answer (the app calls ``close``
+    just before sending it) leave together, and the browser re-renders the chat once for them
+    (``ui/public/socket_batch.js``), not four times.
+    """
 
     def __init__(
         self,
         parent_id: str | None,
         show_after_s: float = STEP_SHOW_S,
         before: asyncio.Task | None = None,
+        hold_s: float = STEP_HOLD_S,
     ) -> None:
         self.parent_id = parent_id
         self.show_after_s = show_after_s
+        self.hold_s = hold_s
         self.before = before
         # Steps by name, oldest first: one tool may run on two images at once.
         self._open: dict[str, list[_Open]] = {}
+        self._outbox: list[Callable[[], Awaitable[Any]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task | None = None
 
     def start(self, ev: Any) -> None:
         step = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id, show_input="json")
         step.input = render.step_text(ev.input) if ev.input is not None else ""
         step.start = utc_now()
-        self._open.setdefault(ev.name, []).append(_Open(step, self.show_after_s, self.before))
+        self._open.setdefault(ev.name, []).append(_Open(step, self.show_after_s, self._show))
 
-    async def _take(self, name: str) -> tuple[cl.Step | None, bool]:
-        """The step's object and whether the browser has it, once its timer cannot fire."""
+    def _show(self, entry: _Open) -> None:
+        entry.shown = True
+        self._post(entry.step.send, hold=False)
+
+    def _post(self, send: Callable[[], Awaitable[Any]], hold: bool) -> None:
+        self._outbox.append(send)
+        if not hold:
+            self._send_soon()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.hold_s, self._send_soon)
+
+    def _send_soon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        previous = self._sending
+
+        async def send_all() -> None:
+            if previous is not None:
+                await previous
+            if self.before is not None:
+                await asyncio.wait([self.before])
+            while self._outbox:
+                await self._outbox.pop(0)()
+
+        self._sending = asyncio.create_task(send_all())
+
+    async def flush(self) -> None:
+        """Send what is held now, and wait until it is sent."""
+        if self._outbox or self._timer is not None:
+            self._send_soon()
+        if self._sending is not None:
+            await self._sending
+
+    def _take(self, name: str) -> _Open | None:
+        """The step, once its timer cannot fire any more."""
         entries = self._open.get(name)
         if not entries:
-            return None, False
+            return None
         entry = entries.pop(0)
         if not entries:
             del self._open[name]
         entry.timer.cancel()
-        if entry.task is not None:
-            await entry.task
-        return entry.step, entry.task is not None
+        return entry
 
     async def end(self, ev: Any) -> None:
-        step, shown = await self._take(ev.name)
-        if step is None:  # an end without a start
-            step = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id)
+        entry = self._take(ev.name)
+        if entry is not None:
+            step, shown = entry.step, entry.shown
+        else:  # an end without a start
+            step, shown = cl.Step(name=ev.name, type="tool", parent_id=self.parent_id), False
             step.start = utc_now()
         step.output = render.step_text(ev.output)
         step.language = None if isinstance(ev.output, str) else "json"
@@ -101,15 +147,17 @@ class TurnSteps:
             step.metadata = {"elapsed_s": round(ev.elapsed_s, 3)}
             step.name = f"{ev.name} · {ev.elapsed_s:.2f} s"
         step.end = utc_now()
-        await (step.update() if shown else after(self.before, step.send()))
+        self._post(step.update if shown else step.send, hold=True)
 
     async def close(self) -> None:
-        """End the steps that never reported their end (a tool that failed mid-way)."""
+        """End the steps that never reported their end (a tool that failed mid-way), and
+        send everything held."""
         while self._open:
-            step, shown = await self._take(next(iter(self._open)))
-            if step is not None:
-                step.end = utc_now()
-                await (step.update() if shown else step.send())
+            entry = self._take(next(iter(self._open)))
+            if entry is not None:
+                entry.step.end = utc_now()
+                self._post(entry.step.update if entry.shown else entry.step.send, hold=True)
+        await self.flush()
 
 
 class Tokens:

@@ -2,12 +2,14 @@
 //
 // Chainlit's client re-renders the chat synchronously for every socket message it receives
 // (a step opened or closed, an element, the answer, the turn's end). On a 2-core machine each
-// re-render takes 30-100 ms, so the ten-odd messages the server sends within ~80 ms at a turn's
-// end reached the screen one by one, ~400 ms after the server had sent the last
-// (benchmarks/ui.py). Here the messages that arrived while the page was busy are handed over
-// together in one task, and React renders once for all of them. Nothing is dropped, reordered
-// or held back longer than one pass of the event loop.
+// re-render takes 30-100 ms, so the ten-odd messages the server sends within a few ms at a
+// turn's end reached the screen one by one, ~400 ms after the server had sent the last
+// (benchmarks/ui.py). Here a message waits at most BATCH_MS for those that follow it, and
+// they are handed over together in one task: React renders once for all of them. Nothing is
+// dropped or reordered. (A hidden tab's timers run at most once a second: messages then wait
+// up to that long, which the socket's heartbeat allows.)
 (() => {
+  const BATCH_MS = 20; // above the spread of a turn's end as it leaves the server (ui/stream.py)
   const native = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
   if (!native || !native.set) return; // an unusual browser: leave the socket as it is
   const handlers = new WeakMap();
@@ -25,11 +27,9 @@
         }
       }
     };
-    const channel = new MessageChannel();
-    channel.port1.onmessage = flush;
     return (ev) => {
       queue.push(ev);
-      if (queue.length === 1) channel.port2.postMessage(null);
+      if (queue.length === 1) setTimeout(flush, BATCH_MS);
     };
   }
 
