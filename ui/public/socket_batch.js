@@ -10,6 +10,7 @@
 // up to that long, which the socket's heartbeat allows.)
 (() => {
   const BATCH_MS = 20; // above the spread of a turn's end as it leaves the server (ui/stream.py)
+  const TURN_END = /^42(\/[^,]*,)?\["task_end"/; // Socket.IO's event packet, any namespace
   const native = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
   if (!native || !native.set) return; // an unusual browser: leave the socket as it is
   const handlers = new WeakMap();
@@ -27,9 +28,16 @@
         }
       }
     };
+    let timer = null;
     return (ev) => {
       queue.push(ev);
-      if (queue.length === 1) setTimeout(flush, BATCH_MS);
+      if (typeof ev.data === "string" && TURN_END.test(ev.data)) {
+        clearTimeout(timer); // the last message of a turn: nothing more to wait for
+        timer = null;
+        flush();
+      } else if (timer === null) {
+        timer = setTimeout(() => { timer = null; flush(); }, BATCH_MS);
+      }
     };
   }
 
