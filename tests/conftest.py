@@ -38,6 +38,18 @@ def tiny_paligemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_paligemma(tmp_path_factory.mktemp("tiny_paligemma"), seed=0)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module (tests/ui_fixtures.py)."""
+    from playwright.sync_api import sync_playwright
+    from ui_fixtures import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Every test gets its own data directory and no user config file."""

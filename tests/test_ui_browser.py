@@ -21,7 +21,6 @@ from ui_fixtures import (
     UIServer,
     agent_env,
     attach,
-    launch_chromium,
     login,
     open_chat,
     send,
@@ -66,16 +65,6 @@ def app_env(tmp_path_factory, tiny_paligemma, lit) -> dict[str, str]:
     return agent_env(
         tiny_paligemma, lit.config(sources=["pubmed", "arxiv"]), Path(settings.retrieval.uri)
     )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

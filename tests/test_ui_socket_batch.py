@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ui_fixtures import CHROMIUM, launch_chromium
+from ui_fixtures import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
@@ -56,16 +56,6 @@ def burst_server() -> Iterator[str]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
         server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _receive(browser, url: str, batched: bool, throw_at: int = -1) -> tuple[list[str], int]:

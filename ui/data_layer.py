@@ -19,6 +19,7 @@ Uploaded files and figures are stored on local disk (``<data dir>/ui/files``) by
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import uuid
 import weakref
@@ -42,6 +43,9 @@ FILES_ROUTE = "/litevlm/files"
 _KNOWN_THREADS = 10_000
 # How long Chainlit's per-message writes wait before they run (LiteVLMDataLayer._in_order).
 WRITE_DELAY_S = 0.05
+# Set while one of those writes runs: what it calls itself (a step creates its thread) runs at
+# once, not behind it.
+_IN_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("in_write", default=False)
 
 # Columns follow chainlit 2.12's StepDict / ElementDict / Feedback: the layer inserts every
 # non-empty key of those dicts, so a missing column loses the whole row.
@@ -304,6 +308,8 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         their SQL ran on the event loop ahead of the messages still to reach the browser: the
         turn's end arrived ~90 ms late (``benchmarks/ui.py``). Reads wait for them (``written``).
         """
+        if _IN_WRITE.get():
+            return await write()
         task = asyncio.current_task()
         if task is not None:
             self._writes.add(task)
@@ -312,12 +318,18 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             # One lock per event loop (a lock is bound to its loop; tests run several).
             lock = self._write_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
             async with lock:
-                return await write()
+                token = _IN_WRITE.set(True)
+                try:
+                    return await write()
+                finally:
+                    _IN_WRITE.reset(token)
         finally:
             self._writes.discard(task)
 
     async def written(self) -> None:
         """Wait for the writes started so far (before a read, or the server's shutdown)."""
+        if _IN_WRITE.get():  # a read inside a write: the writes after it wait for it
+            return
         pending = self._writes - {asyncio.current_task()}
         if pending:
             await asyncio.wait(pending)
@@ -401,13 +413,17 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             thread_id in self._threads
         ):
             return
-        await super().update_thread(thread_id, name, user_id, metadata, tags)
+        # In order with the steps' writes: Chainlit names a new thread at its first message,
+        # beside the agent's start, which it would otherwise hold up by ~40 ms.
+        write = super().update_thread
+        await self._in_order(lambda: write(thread_id, name, user_id, metadata, tags))
         self._threads[thread_id] = None
         self._threads.move_to_end(thread_id)
         if len(self._threads) > _KNOWN_THREADS:
             self._threads.popitem(last=False)
 
     async def delete_thread(self, thread_id: str) -> None:
+        await self.written()  # a pending write would bring the thread's rows back
         self._threads.pop(thread_id, None)
         await super().delete_thread(thread_id)
 
@@ -476,6 +492,10 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             ),
             data=page,
         )
+
+    async def get_thread_author(self, thread_id: str) -> str:
+        await self.written()  # a new thread's row may be a write still to run
+        return await super().get_thread_author(thread_id)
 
     async def get_step(self, step_id: str) -> Any:
         await self.written()
