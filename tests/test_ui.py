@@ -350,6 +350,8 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
     sent: list[tuple[str, str]] = []
 
     async def send(self):
+        if self.name.startswith("broken"):
+            raise RuntimeError("the socket is gone")
         sent.append(("send", self.name))
         return self
 
@@ -417,17 +419,22 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
             seen.append(list(sent))
         await steps.flush()
         seen.append(list(sent))
+        failing = stream.TurnSteps("run", show_after_s=10, hold_s=10)
+        for name in ("broken", "measure"):  # a step that cannot be sent keeps nothing back
+            failing.start(ev(name))
+            await failing.end(ev(name))
+        await failing.close()
         soon = stream.TurnSteps("run", show_after_s=10, hold_s=0.01)
         soon.start(ev("header"))
         await soon.end(ev("header"))
-        while len(sent) < 3:  # sent without a flush, once its hold is over
+        while len(sent) < 4:  # sent without a flush, once its hold is over
             await asyncio.sleep(0.01)
         return [*seen, list(sent)]
 
     seen = asyncio.run(held())
     assert seen[:2] == [[], []]
     assert seen[2] == [("send", "synthesise · 0.01 s"), ("send", "verify · 0.01 s")]
-    assert seen[3][-1] == ("send", "header · 0.01 s")
+    assert seen[3][-2:] == [("send", "measure · 0.01 s"), ("send", "header · 0.01 s")]
 
 
 def test_figures_go_out_as_their_step_ends_and_the_upload_message_keeps_its_place(tmp_path):

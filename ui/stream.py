@@ -23,6 +23,7 @@ What is shown and stored is the same as before: every step with its input, outpu
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ import chainlit as cl
 from chainlit.utils import utc_now
 
 from ui import render
+
+log = logging.getLogger(__name__)
 
 # Below what a person notices as a delay; above what the fast steps take.
 STEP_SHOW_S = 0.25
@@ -112,7 +115,11 @@ class TurnSteps:
             if self.before is not None:
                 await asyncio.wait([self.before])
             while self._outbox:
-                await self._outbox.pop(0)()
+                send = self._outbox.pop(0)
+                try:
+                    await send()
+                except Exception:  # one step not shown must not keep the answer back
+                    log.exception("sending a step to the chat")
 
         self._sending = asyncio.create_task(send_all())
 
