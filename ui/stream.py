@@ -50,6 +50,14 @@ async def after(before: asyncio.Task | None, aw: Awaitable[Any]) -> Any:
     return await aw
 
 
+async def _queued_after(previous: asyncio.Task | None, before: asyncio.Task | None) -> None:
+    """Wait for the send queued before this one, and for the upload's own message."""
+    if previous is not None:
+        await previous
+    if before is not None:
+        await asyncio.wait([before])
+
+
 class _Open:
     """A step that has started: shown by ``show`` once its timer fires."""
 
@@ -110,10 +118,7 @@ class TurnSteps:
         previous = self._sending
 
         async def send_all() -> None:
-            if previous is not None:
-                await previous
-            if self.before is not None:
-                await asyncio.wait([self.before])
+            await _queued_after(previous, self.before)
             while self._outbox:
                 send = self._outbox.pop(0)
                 try:
@@ -194,10 +199,7 @@ class Tokens:
         previous = self._task
 
         async def flush() -> None:
-            if previous is not None:
-                await previous
-            if self.before is not None:
-                await asyncio.wait([self.before])
+            await _queued_after(previous, self.before)
             text, self._buffer = "".join(self._buffer), []
             if text:
                 self.msg.created_at = self.msg.created_at or utc_now()
