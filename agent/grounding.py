@@ -591,7 +591,7 @@ def complete(text: str, extractive: str) -> tuple[str, int]:
     asked, and a small model often leaves it out. Returns (text, how many were added)."""
     if not extractive.strip() or extractive.lstrip().startswith("Note:"):
         return text, 0
-    said = Support(fold(CITE.sub(" ", text)), quantities(text), [], [], "")
+    said = quantities(text)
     stems = {_stem(w) for w in content_words(text)}
     added: list[str] = []
     for line in extractive.splitlines():
@@ -599,7 +599,7 @@ def complete(text: str, extractive: str) -> tuple[str, int]:
             if not cited_numbers(sentence) or sentence.lstrip().startswith("Note:"):
                 continue
             body = CITE.sub(" ", sentence)
-            numbers_said = all(supports_number(q, said.quantities, []) for q in quantities(body))
+            numbers_said = all(supports_number(q, said, []) for q in quantities(body))
             words = {_stem(w) for w in content_words(body)}
             words_said = not words or len(words & stems) / len(words) >= 0.5
             if not (numbers_said and words_said) and sentence not in added:

@@ -267,8 +267,7 @@ def _safe_name(name: str) -> str:
 def _load_and_store(
     src: Path | list[tuple[Path, str]], name: str, dest_dir: Path, n: int
 ) -> tuple[dict, Any]:
-    """Load an upload and keep it (once); return the image record and the load. The chat's
-    PNG preview (``record["preview"]``) is written by ``_send_all``, beside the agent's start.
+    """Load an upload and keep it (once); return the image record and the load.
 
     The upload is hard-linked out of Chainlit's session folder (which Chainlit empties when
     the session ends), or moved where links do not work: one file on disk per image, not a
@@ -301,8 +300,7 @@ def _load_and_store(
             if p.is_file():
                 p.unlink(missing_ok=True)
         raise
-    preview = dest_dir / f"{n}-preview.png"
-    record = {"n": n, "name": name, "path": str(stored), "preview": str(preview)}
+    record = {"n": n, "name": name, "path": str(stored)}
     return record, loaded
 
 
@@ -381,11 +379,12 @@ async def _accept_uploads(
         added.append(n)
         meta = dict(loaded.metadata)
         if slides.is_slide(loaded):
-            del record["preview"]  # a slide is shown by its thumbnail (slides.show_slide)
             await _send_all(outbox)
             await slides.show_slide(record, loaded, name, render.metadata_table)
             continue
         table = f"metadata-{n}"
+        # The chat's PNG preview, written by _send_all beside the agent's start.
+        record["preview"] = str(thread_dir / f"{n}-preview.png")
         text = render.image_summary(name, n, loaded.modality, loaded.size, meta)
         text += f". De-identified metadata: {table}"
         elements = [
@@ -553,24 +552,24 @@ async def _answer(question: str, images: list[dict], shown: asyncio.Task | None 
             await tokens.finish()
     except LiteVLMError as e:
         msg.content = f"⚠ The assistant could not answer: {e}"
-        await _finish(msg, figures, steps, {}, shown, action)
+        await _finish(msg, figures, steps, {}, action)
         return
     except Exception as e:
         log.exception("answering %r", question[:80])
         msg.content = f"⚠ The assistant failed ({type(e).__name__}: {e}). Try again or rephrase."
-        await _finish(msg, figures, steps, {}, shown, action)
+        await _finish(msg, figures, steps, {}, action)
         return
     if answer is None:
         text = msg.content or "No answer was produced."
         msg.content = render.answer_markdown(text, [], errors)
-        await _finish(msg, figures, steps, {}, shown, action)
+        await _finish(msg, figures, steps, {}, action)
         return
     if pending:
         await _remember(images, [])
     msg.content = render.answer_markdown(answer.text, answer.sources, answer.warnings + errors)
     msg.metadata = {"models": answer.models, "timings": answer.timings}
     attention.offer(msg, vision_calls, images, STATE.settings.vision.backend, action)
-    await _finish(msg, figures, steps, answer.figures, shown)
+    await _finish(msg, figures, steps, answer.figures)
 
 
 def _figure_elements(name: str, path: str) -> list[Any]:
@@ -594,7 +593,6 @@ async def _finish(
     figures: stream.Figures,
     steps: stream.TurnSteps,
     shown_figures: dict[str, str],
-    before: asyncio.Task | None,
     retract: Any = None,
 ) -> None:
     """End the answer: update it when tokens were streamed, else send it whole, with the
@@ -605,7 +603,8 @@ async def _finish(
     if retract is not None:
         await retract.remove()
     await steps.close()  # also ends a step whose tool never reported its end
-    await stream.after(before, msg.update() if msg.created_at else msg.send())
+    # After the upload's own message (``steps.before``), as the steps are.
+    await stream.after(steps.before, msg.update() if msg.created_at else msg.send())
 
 
 def _options_for(assistant: Any) -> Any:

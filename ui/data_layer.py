@@ -299,9 +299,9 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             )
 
     # -- writes: in order, just after the messages they go with
-    async def _in_order(self, write: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one of Chainlit's per-message writes ``WRITE_DELAY_S`` later, one at a time,
-        in the order they were made.
+    async def _in_order(self, write: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run one of Chainlit's per-message writes, ``write(*args)``, ``WRITE_DELAY_S`` later,
+        one at a time, in the order they were made.
 
         Chainlit starts each write as a task beside the message it sends. Run together, a
         step's end could be overwritten by its start (both are upserts), and at a turn's end
@@ -309,7 +309,7 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         turn's end arrived ~90 ms late (``benchmarks/ui.py``). Reads wait for them (``written``).
         """
         if _IN_WRITE.get():
-            return await write()
+            return await write(*args)
         task = asyncio.current_task()
         if task is not None:
             self._writes.add(task)
@@ -320,7 +320,7 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             async with lock:
                 token = _IN_WRITE.set(True)
                 try:
-                    return await write()
+                    return await write(*args)
                 finally:
                     _IN_WRITE.reset(token)
         finally:
@@ -335,18 +335,15 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             await asyncio.wait(pending)
 
     async def create_step(self, step_dict: Any) -> None:
-        write = super().create_step
-        await self._in_order(lambda: write(step_dict))
+        await self._in_order(super().create_step, step_dict)
 
     async def update_step(self, step_dict: Any) -> None:
         # Chainlit's update_step is its create_step (an upsert) by way of self.create_step,
         # which would queue behind this very write.
-        write = super().create_step
-        await self._in_order(lambda: write(step_dict))
+        await self._in_order(super().create_step, step_dict)
 
     async def delete_step(self, step_id: str) -> None:
-        write = super().delete_step
-        await self._in_order(lambda: write(step_id))
+        await self._in_order(super().delete_step, step_id)
 
     async def create_element(self, element: Any) -> None:
         # A user's attachment arrives in Chainlit's session folder; the app keeps the one
@@ -354,12 +351,10 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
         # deletes a rejected one. Storing its bytes here as well kept every upload twice more.
         if is_session_upload(getattr(element, "path", None)):
             return
-        write = super().create_element
-        await self._in_order(lambda: write(element))
+        await self._in_order(super().create_element, element)
 
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        write = super().delete_element
-        await self._in_order(lambda: write(element_id, thread_id))
+        await self._in_order(super().delete_element, element_id, thread_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiteVLMDataLayer:
@@ -415,8 +410,7 @@ class LiteVLMDataLayer(SQLAlchemyDataLayer):
             return
         # In order with the steps' writes: Chainlit names a new thread at its first message,
         # beside the agent's start, which it would otherwise hold up by ~40 ms.
-        write = super().update_thread
-        await self._in_order(lambda: write(thread_id, name, user_id, metadata, tags))
+        await self._in_order(super().update_thread, thread_id, name, user_id, metadata, tags)
         self._threads[thread_id] = None
         self._threads.move_to_end(thread_id)
         if len(self._threads) > _KNOWN_THREADS:
