@@ -140,7 +140,7 @@ def page_load(page: Any, url: str) -> dict[str, float]:
 def instrument_floor(page: Any, repeats: int) -> list[float]:
     """Playwright's clock, as ``timed_turn`` takes it, on a page that answers the click at
     once: what its view adds to any turn."""
-    from ui_fixtures import ASSISTANT, wait_idle
+    from ui_fixtures import ASSISTANT
 
     page.route(INSTANT_URL, lambda r: r.fulfill(body=INSTANT_PAGE, content_type="text/html"))
     out = []
@@ -148,17 +148,24 @@ def instrument_floor(page: Any, repeats: int) -> list[float]:
         page.goto(INSTANT_URL)
         page.fill("#chat-input", QUESTION)
         page.wait_for_selector("#chat-submit:not([disabled])")
-        n = page.locator(ASSISTANT).count()
-        t0 = time.perf_counter()
-        page.click("#chat-submit")
-        page.wait_for_function(FIRST_TOKEN_JS, arg=n, timeout=60_000, polling=20)
-        wait_idle(page, n, timeout_ms=60_000)
-        out.append(time.perf_counter() - t0)
+        out.append(click_and_wait(page, page.locator(ASSISTANT).count())[1])
     return out
 
 
+def click_and_wait(page: Any, n: int) -> tuple[float, float]:
+    """Click send; Playwright's clock to the first answer token and to the turn's end."""
+    from ui_fixtures import wait_idle
+
+    t0 = time.perf_counter()
+    page.click("#chat-submit")
+    page.wait_for_function(FIRST_TOKEN_JS, arg=n, timeout=600_000, polling=20)
+    first = time.perf_counter() - t0
+    wait_idle(page, n, timeout_ms=600_000)
+    return first, time.perf_counter() - t0
+
+
 def timed_turn(page: Any, url: str, question: str, image: Path | None) -> dict[str, float]:
-    from ui_fixtures import ASSISTANT, attach, open_chat, wait_idle
+    from ui_fixtures import ASSISTANT, attach, open_chat
 
     open_chat(page, url)
     upload_s = 0.0
@@ -171,12 +178,7 @@ def timed_turn(page: Any, url: str, question: str, image: Path | None) -> dict[s
     # Messages already there, plus the image's own message that the upload will add.
     n = page.locator(ASSISTANT).count() + (1 if image is not None else 0)
     page.evaluate(PAGE_TIMER_JS, n)
-    t0 = time.perf_counter()
-    page.click("#chat-submit")
-    page.wait_for_function(FIRST_TOKEN_JS, arg=n, timeout=600_000, polling=20)
-    first = time.perf_counter() - t0
-    wait_idle(page, n, timeout_ms=600_000)
-    done = time.perf_counter() - t0
+    first, done = click_and_wait(page, n)
     page.wait_for_function("() => window.__turnTimes.done !== undefined", timeout=60_000)
     t = page.evaluate("() => window.__turnTimes")
     return {

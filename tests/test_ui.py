@@ -374,11 +374,11 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
         init_http_context()
         steps = stream.TurnSteps("run", show_after_s=0.05)
         steps.start(ev("route"))
-        await steps.end(ev("route"))  # before it was shown: one message, with its output
+        steps.end(ev("route"))  # before it was shown: one message, with its output
         steps.start(ev("vision"))
         steps.start(ev("measure"))  # never ends: closed with the turn
         await asyncio.sleep(0.15)  # shown while running, then updated
-        await steps.end(ev("vision"))
+        steps.end(ev("vision"))
         await steps.close()
         msg = cl.Message(content="")
         tokens = stream.Tokens(msg, flush_after_s=0.05)
@@ -414,7 +414,7 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
         seen = []
         for name in ("synthesise", "verify"):
             steps.start(ev(name))
-            await steps.end(ev(name))
+            steps.end(ev(name))
             await asyncio.sleep(0.02)
             seen.append(list(sent))
         await steps.flush()
@@ -422,11 +422,11 @@ def test_a_fast_step_is_one_message_a_slow_one_two_and_tokens_go_out_in_batches(
         failing = stream.TurnSteps("run", show_after_s=10, hold_s=10)
         for name in ("broken", "measure"):  # a step that cannot be sent keeps nothing back
             failing.start(ev(name))
-            await failing.end(ev(name))
+            failing.end(ev(name))
         await failing.close()
         soon = stream.TurnSteps("run", show_after_s=10, hold_s=0.01)
         soon.start(ev("header"))
-        await soon.end(ev("header"))
+        soon.end(ev("header"))
         while len(sent) < 4:  # sent without a flush, once its hold is over
             await asyncio.sleep(0.01)
         return [*seen, list(sent)]

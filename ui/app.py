@@ -535,7 +535,7 @@ async def _answer(question: str, images: list[dict], shown: asyncio.Task | None 
                 if ev.type == "step_start":
                     steps.start(ev)
                 elif ev.type == "step_end":
-                    await steps.end(ev)
+                    steps.end(ev)
                     figures.add(ev.figures)
                     if ev.name == "vision":
                         backend = STATE.settings.vision.backend

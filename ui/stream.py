@@ -146,7 +146,7 @@ class TurnSteps:
         entry.timer.cancel()
         return entry
 
-    async def end(self, ev: Any) -> None:
+    def end(self, ev: Any) -> None:
         entry = self._take(ev.name)
         if entry is not None:
             step, shown = entry.step, entry.shown
